@@ -1,0 +1,287 @@
+//! The generation stages: terrain, climate and biomes, features.
+
+use std::collections::BTreeMap;
+
+use crate::biome::{BiomeId, ids};
+use crate::chunk::{CHUNK_SIZE, Chunk, ChunkCoord, Feature, PropValue, idx};
+use crate::hash::{derive, hash2, mix64, stream, unit};
+use crate::noise::{Fractal, P2, fbm, ridged};
+use crate::params::Params;
+
+/// Temperature drop per metre above sea level (the standard lapse rate).
+const LAPSE_RATE: f64 = 0.0065;
+
+/// A world's generator: the seed and parameters with every sub-seed derived once.
+#[derive(Clone, Debug)]
+pub struct Generator {
+    params: Params,
+    terrain: Fractal,
+    s_height: u64,
+    s_ridge: u64,
+    s_warp_x: u64,
+    s_warp_z: u64,
+    s_temperature: u64,
+    s_moisture: u64,
+    s_features: u64,
+    s_clumps: u64,
+}
+
+const WARP: Fractal = Fractal { octaves: 3, lacunarity: 2.0, persistence: 0.5 };
+const CLIMATE: Fractal = Fractal { octaves: 4, lacunarity: 2.0, persistence: 0.5 };
+
+fn smoothstep(lo: f64, hi: f64, x: f64) -> f64 {
+    let t = ((x - lo) / (hi - lo)).clamp(0.0, 1.0);
+    t * t * (3.0 - 2.0 * t)
+}
+
+impl Generator {
+    pub fn new(seed: u64, params: &Params) -> Self {
+        Self {
+            params: *params,
+            terrain: Fractal {
+                octaves: params.octaves,
+                lacunarity: params.lacunarity,
+                persistence: params.persistence,
+            },
+            s_height: derive(seed, stream("height")),
+            s_ridge: derive(seed, stream("ridge")),
+            s_warp_x: derive(seed, stream("warp-x")),
+            s_warp_z: derive(seed, stream("warp-z")),
+            s_temperature: derive(seed, stream("temperature")),
+            s_moisture: derive(seed, stream("moisture")),
+            s_features: derive(seed, stream("features")),
+            s_clumps: derive(seed, stream("clumps")),
+        }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Every core stage in order.
+    pub fn chunk(&self, coord: ChunkCoord) -> Chunk {
+        let mut chunk = self.terrain(coord);
+        self.climate(&mut chunk);
+        self.features(&mut chunk);
+        chunk
+    }
+
+    /// Terrain height in metres at a world column: warped fBm continents with
+    /// ridged ranges on high ground.
+    pub fn height_at(&self, wx: i64, wz: i64) -> f64 {
+        let p = self.params;
+        let pos = P2::new(wx as f64, wz as f64);
+        let warp_freq = p.frequency * 2.0;
+        let offset = P2::new(
+            fbm(self.s_warp_x, pos * warp_freq, WARP),
+            fbm(self.s_warp_z, pos * warp_freq, WARP),
+        );
+        let q = (pos + offset * p.warp_strength) * p.frequency;
+        let base = fbm(self.s_height, q, self.terrain);
+        let ridges = ridged(self.s_ridge, q * 1.5, self.terrain);
+        let highland = smoothstep(0.1, 0.45, base);
+        let shape = 1.8 * base + p.ridge_strength * highland * ridges;
+        shape * p.height_scale
+    }
+
+    /// Stage 1: a chunk with its `height` layer filled and every other layer zero.
+    pub fn terrain(&self, coord: ChunkCoord) -> Chunk {
+        let mut chunk = Chunk::empty(coord);
+        let (ox, oz) = coord.origin();
+        for x in 0..CHUNK_SIZE {
+            for z in 0..CHUNK_SIZE {
+                let h = self.height_at(ox + x as i64, oz + z as i64);
+                chunk.layers.height[idx(x, z)] = h as f32;
+            }
+        }
+        chunk
+    }
+
+    /// Stage 2: temperature and moisture from climate noise and the (possibly
+    /// plugin-modified) height, then the biome of every column.
+    pub fn climate(&self, chunk: &mut Chunk) {
+        let p = self.params;
+        let (ox, oz) = chunk.coord.origin();
+        let inv = 1.0 / p.climate_scale;
+        for x in 0..CHUNK_SIZE {
+            for z in 0..CHUNK_SIZE {
+                let i = idx(x, z);
+                let pos = P2::new((ox + x as i64) as f64, (oz + z as i64) as f64) * inv;
+                let height = f64::from(chunk.layers.height[i]);
+                let above = (height - p.sea_level).max(0.0);
+                let t = 14.0 + 40.0 * fbm(self.s_temperature, pos, CLIMATE) - LAPSE_RATE * above;
+                let m = (0.5 + 1.2 * fbm(self.s_moisture, pos * 1.3, CLIMATE)).clamp(0.0, 1.0);
+                chunk.layers.temperature[i] = t as f32;
+                chunk.layers.moisture[i] = m as f32;
+                chunk.layers.biome[i] = classify(&p, height, t, m);
+            }
+        }
+    }
+
+    /// Stage 3: features scattered by a seed-and-position hash, thinned by
+    /// biome, slope and a low-frequency clumping field.
+    pub fn features(&self, chunk: &mut Chunk) {
+        let (ox, oz) = chunk.coord.origin();
+        let density = self.params.feature_density;
+        for x in 0..CHUNK_SIZE {
+            for z in 0..CHUNK_SIZE {
+                let (wx, wz) = (ox + x as i64, oz + z as i64);
+                let i = idx(x, z);
+                let flora = flora(chunk.layers.biome[i]);
+                if flora.is_empty() {
+                    continue;
+                }
+                let h = hash2(self.s_features, wx, wz);
+                let clump = 0.4 + 1.2 * (0.5 + 0.5 * fbm(self.s_clumps, P2::new(wx as f64, wz as f64) * 0.03, WARP));
+                let mut u = unit(h) / (density * clump).max(1e-12);
+                for &(kind, chance, make) in flora {
+                    if u < chance {
+                        let properties = make(mix64(h ^ 0x5eed));
+                        chunk.features.push(Feature { x: x as u8, z: z as u8, kind: kind.to_owned(), properties });
+                        break;
+                    }
+                    u -= chance;
+                }
+            }
+        }
+    }
+}
+
+/// The biome of a column from its height, temperature (°C) and moisture (0..1).
+fn classify(p: &Params, height: f64, t: f64, m: f64) -> BiomeId {
+    let depth = p.sea_level - height;
+    if depth > p.height_scale / 3.0 {
+        return ids::DEEP_OCEAN;
+    }
+    if depth > 0.0 {
+        return ids::OCEAN;
+    }
+    let above = -depth;
+    let rel = above / p.height_scale;
+    if rel > 0.95 || (rel > 0.6 && t < -4.0) {
+        return ids::SNOWY_PEAKS;
+    }
+    if rel > 0.6 {
+        return ids::MOUNTAINS;
+    }
+    if above < (0.006 * p.height_scale).max(1.5) && t > 2.0 {
+        return ids::BEACH;
+    }
+    if t < -5.0 {
+        ids::TUNDRA
+    } else if t < 5.0 {
+        if m > 0.4 { ids::TAIGA } else { ids::TUNDRA }
+    } else if t < 22.0 {
+        if m > 0.72 && rel < 0.04 {
+            ids::SWAMP
+        } else if m > 0.45 {
+            ids::FOREST
+        } else {
+            ids::PLAINS
+        }
+    } else if m < 0.3 {
+        ids::DESERT
+    } else if m < 0.55 {
+        ids::SAVANNA
+    } else {
+        ids::RAINFOREST
+    }
+}
+
+type Props = BTreeMap<String, PropValue>;
+type Flora = &'static [(&'static str, f64, fn(u64) -> Props)];
+
+fn props<const N: usize>(pairs: [(&str, PropValue); N]) -> Props {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// A value in `[lo, hi)` from a hash, rounded to centimetres so JSON stays short.
+fn span(h: u64, lo: f64, hi: f64) -> PropValue {
+    PropValue::Float(((lo + (hi - lo) * unit(h)) * 100.0).floor() / 100.0)
+}
+
+fn pick(h: u64, options: &[&str]) -> PropValue {
+    PropValue::Str(options[(h % options.len() as u64) as usize].to_owned())
+}
+
+fn tree(species: &'static [&'static str], lo: f64, hi: f64) -> impl Fn(u64) -> Props {
+    move |h| props([("species", pick(h, species)), ("height_m", span(mix64(h), lo, hi))])
+}
+
+/// What grows or lies in each biome: (kind, chance per column, properties).
+fn flora(biome: BiomeId) -> Flora {
+    match biome {
+        ids::FOREST => &[
+            ("tree", 0.05, |h| tree(&["oak", "birch", "maple"], 8.0, 22.0)(h)),
+            ("bush", 0.015, |h| props([("height_m", span(h, 0.5, 2.0))])),
+        ],
+        ids::RAINFOREST => &[("tree", 0.09, |h| tree(&["kapok", "mahogany", "palm"], 15.0, 45.0)(h))],
+        ids::TAIGA => &[("tree", 0.05, |h| tree(&["spruce", "fir", "pine"], 10.0, 30.0)(h))],
+        ids::PLAINS => &[
+            ("tree", 0.004, |h| tree(&["oak"], 6.0, 16.0)(h)),
+            ("bush", 0.01, |h| props([("height_m", span(h, 0.5, 1.5))])),
+            ("flower", 0.02, |h| props([("color", pick(h, &["red", "yellow", "white", "blue"]))])),
+        ],
+        ids::SAVANNA => &[
+            ("tree", 0.008, |h| tree(&["acacia", "baobab"], 5.0, 20.0)(h)),
+            ("bush", 0.01, |h| props([("height_m", span(h, 0.5, 2.5))])),
+        ],
+        ids::DESERT => &[
+            ("cactus", 0.008, |h| props([("height_m", span(h, 1.0, 6.0))])),
+            ("rock", 0.003, |h| props([("radius_m", span(h, 0.3, 2.0))])),
+        ],
+        ids::TUNDRA => &[
+            ("rock", 0.006, |h| props([("radius_m", span(h, 0.3, 1.5))])),
+            ("bush", 0.004, |h| props([("height_m", span(h, 0.2, 0.8))])),
+        ],
+        ids::SWAMP => &[
+            ("tree", 0.03, |h| tree(&["willow", "cypress"], 6.0, 18.0)(h)),
+            ("reed", 0.05, |h| props([("height_m", span(h, 1.0, 3.0))])),
+        ],
+        ids::MOUNTAINS => &[("rock", 0.02, |h| props([("radius_m", span(h, 0.5, 4.0))]))],
+        ids::SNOWY_PEAKS => &[("rock", 0.004, |h| props([("radius_m", span(h, 0.5, 3.0))]))],
+        ids::BEACH => &[("driftwood", 0.003, |h| props([("length_m", span(h, 0.5, 4.0))]))],
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::biome::BIOMES;
+
+    #[test]
+    fn sea_level_parameter_moves_the_coast() {
+        let low = Params { sea_level: -300.0, ..Params::default() };
+        let high = Params { sea_level: 300.0, ..Params::default() };
+        let count_ocean = |p: &Params| {
+            let g = Generator::new(9, p);
+            (-3..3)
+                .flat_map(|cx| (-3..3).map(move |cz| ChunkCoord::new(cx * 20, cz * 20)))
+                .map(|c| g.chunk(c))
+                .flat_map(|c| c.layers.biome)
+                .filter(|b| *b == ids::OCEAN || *b == ids::DEEP_OCEAN)
+                .count()
+        };
+        assert!(count_ocean(&high) > count_ocean(&low));
+    }
+
+    #[test]
+    fn a_wide_sample_shows_most_biomes_and_features() {
+        let g = Generator::new(42, &Params::default());
+        let mut seen = vec![false; BIOMES.len()];
+        let mut features = 0;
+        for cx in -12..12 {
+            for cz in -12..12 {
+                let c = g.chunk(ChunkCoord::new(cx * 40, cz * 40));
+                for b in &c.layers.biome {
+                    seen[usize::from(*b)] = true;
+                }
+                features += c.features.len();
+            }
+        }
+        let kinds = seen.iter().filter(|s| **s).count();
+        assert!(kinds >= 8, "only {kinds} biomes seen: {seen:?}");
+        assert!(features > 100, "only {features} features");
+    }
+}

@@ -1,1 +1,138 @@
-//! placeholder
+//! The composition root: wires storage, the node and coordinator actors and
+//! the HTTP server into one running Worldloom, for `worldloom serve` and for
+//! tests that need a real server on an ephemeral port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use actix::Actor;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use worldloom_cluster::config::Config;
+use worldloom_cluster::placement::NodeId;
+use worldloom_cluster::storage;
+use worldloom_coordinator::Coordinator;
+use worldloom_coordinator::actor::{CoordinatorActor, Join, NodeHandle};
+use worldloom_coordinator::http::{self, AppState};
+use worldloom_node::actor::NodeActor;
+use worldloom_node::{Node, PluginRuntime};
+
+/// A server running on its own thread.
+pub struct RunningServer {
+    /// The address it actually bound (the port is real even when 0 was asked for).
+    pub addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, finishes in-flight requests, and waits for the thread.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> anyhow::Result<()> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        // Stop from a fresh thread: this may be called inside another runtime (tests, drop during unwinding).
+        let handle = self.handle.clone();
+        std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(handle.stop(true));
+            }
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("stopping the server panicked"))?;
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the server thread panicked"))?
+    }
+
+    /// Blocks until the server exits (e.g. on Ctrl-C).
+    pub fn wait(mut self) -> anyhow::Result<()> {
+        let thread = self.thread.take().expect("a running server has a thread");
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the server thread panicked"))?
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Starts the embedded server: a coordinator and one in-process node.
+pub fn start(config: Config, runtime: Arc<dyn PluginRuntime>) -> anyhow::Result<RunningServer> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("worldloom-server".into())
+        .spawn(move || -> anyhow::Result<()> {
+            let system = actix_web::rt::System::new();
+            let server = system.block_on(async {
+                let config = Arc::new(config);
+                let store =
+                    storage::open(&config.data, &config.s3).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let node = Node::start(store.clone(), runtime, config.worker_count());
+                let node = NodeActor::new(node).start();
+                let actor = CoordinatorActor::default().start();
+                actor
+                    .send(Join {
+                        id: NodeId("local".into()),
+                        handle: NodeHandle {
+                            generate: node.clone().recipient(),
+                            check: node.recipient(),
+                        },
+                    })
+                    .await
+                    .context("registering the local node")?;
+                let coordinator = Coordinator::open(store, actor, config.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("opening the world registry: {e}"))?;
+                let state = web::Data::new(AppState { coordinator });
+                let limit = config.max_body_bytes;
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(state.clone())
+                        .app_data(http::payload_config(limit))
+                        .wrap(http::json_errors())
+                        .configure(http::configure)
+                })
+                // Streams are long-lived: on shutdown give them a few seconds, not the default 30.
+                .shutdown_timeout(5)
+                .bind(config.listen)
+                .with_context(|| format!("binding {}", config.listen))?;
+                let addr = server
+                    .addrs()
+                    .first()
+                    .copied()
+                    .context("the server bound no address")?;
+                anyhow::Ok((server.run(), addr))
+            });
+            let (server, addr) = match server {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return Ok(());
+                }
+            };
+            let _ = ready_tx.send(Ok((server.handle(), addr)));
+            system.block_on(server).context("the HTTP server failed")
+        })
+        .context("spawning the server thread")?;
+    let (handle, addr) = ready_rx
+        .recv()
+        .context("the server thread exited during start-up")??;
+    Ok(RunningServer {
+        addr,
+        handle,
+        thread: Some(thread),
+    })
+}

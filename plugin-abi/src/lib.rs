@@ -229,7 +229,11 @@ pub struct PluginError {
 
 impl PluginError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), line: None }
+        Self {
+            kind,
+            message: message.into(),
+            line: None,
+        }
     }
 }
 

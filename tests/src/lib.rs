@@ -1,1 +1,243 @@
-//! placeholder
+//! Test support: start real Worldloom servers (in process or as separate
+//! processes) on ephemeral loopback ports, and talk to them over HTTP and
+//! WebSocket like a client would.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use worldloom_cluster::config::Config;
+use worldloom_cluster::model::ChunkRecord;
+use worldloom_cluster::wire;
+
+/// A server running inside the test process.
+pub struct InProcess {
+    pub base: String,
+    server: Option<worldloom_cli::RunningServer>,
+}
+
+impl InProcess {
+    pub fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().expect("server stops cleanly");
+        }
+    }
+}
+
+/// Starts an embedded server on `127.0.0.1:0` with the given storage URI.
+pub fn start(data: &str) -> InProcess {
+    start_with(data, |_| {})
+}
+
+/// Like [`start`], with a chance to adjust the configuration.
+pub fn start_with(data: &str, adjust: impl FnOnce(&mut Config)) -> InProcess {
+    let mut config = Config {
+        data: data.into(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        workers: 2,
+        ..Config::default()
+    };
+    adjust(&mut config);
+    let server =
+        worldloom_cli::start(config, Arc::new(worldloom_node::NoRuntime)).expect("server starts");
+    InProcess {
+        base: format!("http://{}", server.addr),
+        server: Some(server),
+    }
+}
+
+/// A `worldloom serve` child process, killed when dropped.
+pub struct Process {
+    pub base: String,
+    child: Child,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Stops the process the hard way (SIGKILL) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `worldloom` binary built next to this test binary.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join("worldloom");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p worldloom-cli` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Spawns `worldloom serve` on an ephemeral port with the given storage and extra arguments.
+pub fn spawn(data: &str, extra: &[&str]) -> Process {
+    let mut child = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", data])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawning worldloom");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("reading the listen line");
+    let base = line
+        .trim()
+        .strip_prefix("worldloom listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from worldloom: {line:?}"))
+        .to_owned();
+    Process { base, child }
+}
+
+/// A unique scratch directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("worldloom-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    pub fn uri(&self) -> String {
+        format!("fs://{}", self.0.display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    // reqwest is built without a default TLS provider (OpenDAL brings rustls without one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+/// Creates a world and returns its JSON.
+pub async fn create_world(base: &str, body: serde_json::Value) -> serde_json::Value {
+    let res = client()
+        .post(format!("{base}/v1/worlds"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /v1/worlds");
+    let status = res.status();
+    let json: serde_json::Value = res.json().await.expect("JSON body");
+    assert_eq!(status, 201, "creating a world: {json}");
+    json
+}
+
+/// Fetches a chunk in the postcard encoding and decodes it.
+pub async fn chunk_postcard(base: &str, world: &str, cx: i32, cz: i32) -> (Vec<u8>, ChunkRecord) {
+    let res = client()
+        .get(format!("{base}/v1/worlds/{world}/chunks/{cx}/{cz}"))
+        .header("accept", "application/x-postcard")
+        .send()
+        .await
+        .expect("GET chunk");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/x-postcard");
+    let bytes = res.bytes().await.expect("body").to_vec();
+    let record = wire::decode::<ChunkRecord>(&bytes).expect("a valid chunk envelope");
+    (bytes, record)
+}
+
+/// A WebSocket client of `/v1/worlds/{id}/stream`.
+pub struct Stream {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+/// What the server sent on a stream.
+#[derive(Debug)]
+pub enum Frame {
+    Chunk(Box<ChunkRecord>),
+    Json(serde_json::Value),
+}
+
+impl Stream {
+    pub async fn connect(base: &str, world: &str) -> Stream {
+        let url = format!(
+            "{}/v1/worlds/{world}/stream",
+            base.replacen("http://", "ws://", 1)
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket connect");
+        Stream { ws }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn subscribe(&mut self, cx: i32, cz: i32, radius: u32) {
+        self.send_text(&format!(r#"{{"center":[{cx},{cz}],"radius":{radius}}}"#))
+            .await;
+    }
+
+    /// The next data frame (within 60 s).
+    pub async fn next(&mut self) -> Frame {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(60), self.ws.next())
+                .await
+                .expect("a frame within 60 s")
+                .expect("the stream is open")
+                .expect("a valid frame");
+            match msg {
+                Message::Binary(b) => {
+                    return Frame::Chunk(Box::new(wire::decode(&b).expect("chunk envelope")));
+                }
+                Message::Text(t) => {
+                    return Frame::Json(serde_json::from_str(&t).expect("JSON text frame"));
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Chunks until the `done` frame; returns them and the done frame.
+    pub async fn until_done(&mut self) -> (Vec<ChunkRecord>, serde_json::Value) {
+        let mut chunks = Vec::new();
+        loop {
+            match self.next().await {
+                Frame::Chunk(c) => chunks.push(*c),
+                Frame::Json(j) if j.get("done").is_some() => return (chunks, j["done"].clone()),
+                Frame::Json(j) => panic!("unexpected JSON frame while streaming: {j}"),
+            }
+        }
+    }
+}

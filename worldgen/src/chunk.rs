@@ -143,7 +143,11 @@ pub struct Chunk {
 
 impl Chunk {
     pub fn empty(coord: ChunkCoord) -> Self {
-        Self { coord, layers: Layers::zeroed(), features: Vec::new() }
+        Self {
+            coord,
+            layers: Layers::zeroed(),
+            features: Vec::new(),
+        }
     }
 }
 
@@ -196,9 +200,18 @@ mod tests {
 
     #[test]
     fn regions_group_chunks_with_floor_division() {
-        assert_eq!(ChunkCoord::new(0, 15).region(), RegionCoord { rx: 0, rz: 0 });
-        assert_eq!(ChunkCoord::new(-1, 16).region(), RegionCoord { rx: -1, rz: 1 });
-        assert_eq!(ChunkCoord::new(-16, -17).region(), RegionCoord { rx: -1, rz: -2 });
+        assert_eq!(
+            ChunkCoord::new(0, 15).region(),
+            RegionCoord { rx: 0, rz: 0 }
+        );
+        assert_eq!(
+            ChunkCoord::new(-1, 16).region(),
+            RegionCoord { rx: -1, rz: 1 }
+        );
+        assert_eq!(
+            ChunkCoord::new(-16, -17).region(),
+            RegionCoord { rx: -1, rz: -2 }
+        );
     }
 
     #[test]

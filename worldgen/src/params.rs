@@ -132,7 +132,9 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        ParamsPatch::default().resolve().expect("defaults are valid")
+        ParamsPatch::default()
+            .resolve()
+            .expect("defaults are valid")
     }
 }
 
@@ -172,7 +174,10 @@ fn spec(name: &str) -> &'static ParamSpec {
 fn check(name: &'static str, value: Option<f64>) -> Result<f64, ParamError> {
     let s = spec(name);
     let Some(v) = value else { return Ok(s.default) };
-    let err = |message: String| ParamError { field: name, message };
+    let err = |message: String| ParamError {
+        field: name,
+        message,
+    };
     if !v.is_finite() {
         return Err(err(format!("must be a finite number, got {v}")));
     }
@@ -252,7 +257,10 @@ mod tests {
 
     #[test]
     fn out_of_range_value_names_the_field() {
-        let patch = ParamsPatch { octaves: Some(40.0), ..Default::default() };
+        let patch = ParamsPatch {
+            octaves: Some(40.0),
+            ..Default::default()
+        };
         let e = patch.resolve().unwrap_err();
         assert_eq!(e.field, "octaves");
         assert!(e.to_string().contains("between 1 and 12"), "{e}");
@@ -260,11 +268,19 @@ mod tests {
 
     #[test]
     fn fractional_octaves_and_non_finite_values_are_rejected() {
-        let e = ParamsPatch { octaves: Some(2.5), ..Default::default() }.resolve().unwrap_err();
+        let e = ParamsPatch {
+            octaves: Some(2.5),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(e.message.contains("whole number"));
-        let e = ParamsPatch { persistence: Some(f64::NAN), ..Default::default() }
-            .resolve()
-            .unwrap_err();
+        let e = ParamsPatch {
+            persistence: Some(f64::NAN),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert_eq!(e.field, "persistence");
     }
 }

@@ -9,7 +9,11 @@ fn encode(seed: u64, p: &Params, c: ChunkCoord) -> Vec<u8> {
 #[test]
 fn same_chunk_twice_is_byte_identical() {
     let p = Params::default();
-    for c in [ChunkCoord::new(0, 0), ChunkCoord::new(-7, 3), ChunkCoord::new(1000, -2000)] {
+    for c in [
+        ChunkCoord::new(0, 0),
+        ChunkCoord::new(-7, 3),
+        ChunkCoord::new(1000, -2000),
+    ] {
         assert_eq!(encode(5, &p, c), encode(5, &p, c));
     }
 }
@@ -17,7 +21,9 @@ fn same_chunk_twice_is_byte_identical() {
 #[test]
 fn request_order_and_thread_do_not_change_a_chunk() {
     let p = Params::default();
-    let coords: Vec<_> = (-3..3).flat_map(|x| (-3..3).map(move |z| ChunkCoord::new(x, z))).collect();
+    let coords: Vec<_> = (-3..3)
+        .flat_map(|x| (-3..3).map(move |z| ChunkCoord::new(x, z)))
+        .collect();
     let forward: Vec<_> = coords.iter().map(|c| encode(77, &p, *c)).collect();
     let mut backward: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = coords
@@ -57,11 +63,17 @@ fn neighbouring_chunks_meet_without_seams() {
             // The step across the seam is no larger than steps inside the chunk.
             let inside = (edge - here.layers.height[(last - 1) * CHUNK_SIZE + k]).abs();
             let across = (east.layers.height[k] - edge).abs();
-            assert!(across <= inside.max(1.0) * 4.0 + 2.0, "seam east of ({cx},{cz}) row {k}: {across} vs {inside}");
+            assert!(
+                across <= inside.max(1.0) * 4.0 + 2.0,
+                "seam east of ({cx},{cz}) row {k}: {across} vs {inside}"
+            );
             let edge_z = here.layers.height[k * CHUNK_SIZE + last];
             let across_z = (south.layers.height[k * CHUNK_SIZE] - edge_z).abs();
             let inside_z = (edge_z - here.layers.height[k * CHUNK_SIZE + last - 1]).abs();
-            assert!(across_z <= inside_z.max(1.0) * 4.0 + 2.0, "seam south of ({cx},{cz})");
+            assert!(
+                across_z <= inside_z.max(1.0) * 4.0 + 2.0,
+                "seam south of ({cx},{cz})"
+            );
         }
     }
 }

@@ -1,0 +1,121 @@
+//! The cluster's data model: worlds, attached plugins and generated chunk records.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use worldloom_plugin_abi::{ErrorKind as PluginErrorKind, HookName, RuntimeKind, Value};
+use worldloom_worldgen::{CHUNK_SIZE, Chunk, Feature, Layers, Params};
+
+use crate::ids::WorldId;
+use crate::wire::{Kind, Versioned};
+
+/// A plugin attached to a world, pinned to one version and the SHA-256 of its source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttachedPlugin {
+    pub name: String,
+    pub version: String,
+    /// Lowercase hex SHA-256 of the source; the source is stored under this hash.
+    pub sha256: String,
+    pub runtime: RuntimeKind,
+    /// The world's values for the plugin's PARAMS, defaults filled in.
+    pub params: BTreeMap<String, Value>,
+}
+
+/// A world as stored: identity, generation inputs and current revision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorldRecord {
+    pub id: WorldId,
+    pub name: String,
+    pub seed: u64,
+    pub params: Params,
+    pub plugins: Vec<AttachedPlugin>,
+    /// Bumped whenever plugins or parameters change; chunks are cached per revision.
+    pub revision: u32,
+    /// Token name of the owner, when the world was created with a token.
+    pub owner: Option<String>,
+    pub created_unix_s: u64,
+    pub updated_unix_s: u64,
+}
+
+impl Versioned for WorldRecord {
+    const KIND: Kind = Kind::World;
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "world";
+}
+
+impl WorldRecord {
+    /// Everything a node needs to generate this world's chunks.
+    pub fn gen_spec(&self) -> GenSpec {
+        GenSpec {
+            world: self.id.clone(),
+            revision: self.revision,
+            seed: self.seed,
+            params: self.params,
+            plugins: self.plugins.clone(),
+        }
+    }
+}
+
+/// The generation inputs of one world revision: self-contained, so it can be
+/// sent to any node, and two nodes given the same spec produce the same bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenSpec {
+    pub world: WorldId,
+    pub revision: u32,
+    pub seed: u64,
+    pub params: Params,
+    pub plugins: Vec<AttachedPlugin>,
+}
+
+/// A plugin hook that failed while generating a chunk; the chunk is served without its effect.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PluginFailure {
+    pub plugin: String,
+    pub version: String,
+    pub hook: HookName,
+    pub kind: PluginErrorKind,
+    pub message: String,
+}
+
+/// A generated chunk of one world revision, as stored and streamed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    pub world: WorldId,
+    pub revision: u32,
+    pub chunk: Chunk,
+    pub plugin_failures: Vec<PluginFailure>,
+}
+
+impl Versioned for ChunkRecord {
+    const KIND: Kind = Kind::Chunk;
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "chunk";
+}
+
+/// The JSON form of a chunk: layers as `[x][z]` nested arrays.
+#[derive(Serialize)]
+pub struct ChunkJson<'a> {
+    pub world: &'a WorldId,
+    pub revision: u32,
+    pub cx: i32,
+    pub cz: i32,
+    pub size: usize,
+    pub layers: &'a Layers,
+    pub features: &'a [Feature],
+    pub plugin_failures: &'a [PluginFailure],
+}
+
+impl ChunkRecord {
+    pub fn json(&self) -> ChunkJson<'_> {
+        ChunkJson {
+            world: &self.world,
+            revision: self.revision,
+            cx: self.chunk.coord.cx,
+            cz: self.chunk.coord.cz,
+            size: CHUNK_SIZE,
+            layers: &self.chunk.layers,
+            features: &self.chunk.features,
+            plugin_failures: &self.plugin_failures,
+        }
+    }
+}

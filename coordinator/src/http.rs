@@ -1,0 +1,262 @@
+//! The HTTP API: routes, content negotiation and JSON errors.
+//!
+//! Every error a client can see is JSON with a stable `code`, a `message`
+//! and, where there is one, the `field` at fault; bad input is always a 4xx.
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::ServiceResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use bytes::Bytes;
+use serde_json::json;
+use worldloom_cluster::{Error, ErrorKind};
+use worldloom_worldgen::{BIOMES, ChunkCoord, params::PARAM_SPECS};
+
+use crate::Coordinator;
+use crate::api::{self, CreateWorld, ErrorBody, WorldView};
+
+/// Media type of the versioned postcard encoding.
+pub const POSTCARD: &str = "application/x-postcard";
+
+/// An [`Error`] as an HTTP response, with the status its kind implies.
+#[derive(Debug)]
+pub struct ApiError(pub Error, pub StatusCode);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = status_of(e.kind);
+        ApiError(e, status)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The HTTP status of an error kind.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Malformed => StatusCode::BAD_REQUEST,
+        ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.1
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.0.kind == ErrorKind::Internal {
+            tracing::error!(error = %self.0, "internal error");
+        }
+        let mut res = HttpResponse::build(self.status_code());
+        if self.0.kind == ErrorKind::Unavailable {
+            res.insert_header((header::RETRY_AFTER, "1"));
+        }
+        res.json(ErrorBody::from(&self.0))
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub coordinator: Arc<Coordinator>,
+}
+
+/// Mounts the API on an actix-web app. A known path with the wrong method is a 405.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
+    cfg.service(resource("/healthz").route(web::get().to(healthz)))
+        .service(resource("/v1/biomes").route(web::get().to(biomes)))
+        .service(resource("/v1/params").route(web::get().to(params)))
+        .service(
+            resource("/v1/worlds")
+                .route(web::post().to(create_world))
+                .route(web::get().to(list_worlds)),
+        )
+        .service(resource("/v1/worlds/{id}").route(web::get().to(get_world)))
+        .service(resource("/v1/worlds/{id}/chunks/{cx}/{cz}").route(web::get().to(get_chunk)))
+        .service(resource("/v1/worlds/{id}/stream").route(web::get().to(crate::stream::stream)));
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let e = Error::new(
+        ErrorKind::Malformed,
+        format!("{} is not supported on {}", req.method(), req.path()),
+    )
+    .with_code("method_not_allowed");
+    ApiError(e, StatusCode::METHOD_NOT_ALLOWED).error_response()
+}
+
+/// Rewrites any error response that is not already JSON (unknown route, wrong
+/// method, oversized body, ...) into the API's JSON error shape.
+pub fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler(|res: ServiceResponse<B>| {
+        let is_json = res
+            .response()
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        if is_json {
+            return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+        }
+        let status = res.status();
+        let (code, message) = match status {
+            StatusCode::NOT_FOUND => (
+                "no_route",
+                "no such endpoint; see the README for the API".to_owned(),
+            ),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "this endpoint does not accept that method".into(),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the request body is too large".into()),
+            s if s.is_client_error() => (
+                "bad_request",
+                format!("bad request: {}", s.canonical_reason().unwrap_or("")),
+            ),
+            s => (
+                "internal",
+                format!("server error: {}", s.canonical_reason().unwrap_or("")),
+            ),
+        };
+        let replacement =
+            HttpResponse::build(status).json(json!({ "code": code, "message": message }));
+        Ok(ErrorHandlerResponse::Response(
+            res.into_response(replacement).map_into_right_body(),
+        ))
+    })
+}
+
+/// The JSON config for payload errors raised by actix itself.
+pub fn payload_config(limit: usize) -> web::PayloadConfig {
+    web::PayloadConfig::new(limit)
+}
+
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let c = &state.coordinator;
+    HttpResponse::Ok().json(json!({
+        "status": "ok",
+        "nodes": c.node_count().await,
+        "worlds": c.worlds().len(),
+        "storage": c.store().describe(),
+    }))
+}
+
+async fn biomes() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "biomes": BIOMES }))
+}
+
+async fn params() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "params": PARAM_SPECS }))
+}
+
+async fn create_world(state: web::Data<AppState>, body: Bytes) -> ApiResult<HttpResponse> {
+    let draft = api::parse_json::<CreateWorld>(&body)?.validate()?;
+    let world = state.coordinator.create_world(draft, None).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/worlds/{}", world.record.id)))
+        .json(WorldView::from(&world.record)))
+}
+
+async fn list_worlds(state: web::Data<AppState>) -> HttpResponse {
+    let worlds = state.coordinator.worlds();
+    let views: Vec<WorldView<'_>> = worlds.iter().map(|w| WorldView::from(&w.record)).collect();
+    HttpResponse::Ok().json(json!({ "worlds": views }))
+}
+
+async fn get_world(state: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    let world = state.coordinator.world(&id)?;
+    Ok(HttpResponse::Ok().json(WorldView::from(&world.record)))
+}
+
+/// Parses a chunk coordinate path segment.
+pub fn parse_coord(name: &str, raw: &str) -> Result<i32, Error> {
+    raw.parse::<i32>().map_err(|_| {
+        Error::new(
+            ErrorKind::Malformed,
+            format!("{name} must be an integer chunk coordinate, got {raw:?}"),
+        )
+        .with_field(name)
+        .with_code("invalid_coordinate")
+    })
+}
+
+enum Format {
+    Json,
+    Postcard,
+}
+
+fn negotiate(req: &HttpRequest) -> Result<Format, Error> {
+    let Some(accept) = req.headers().get(header::ACCEPT) else {
+        return Ok(Format::Json);
+    };
+    let accept = accept.to_str().unwrap_or("");
+    let ranges: Vec<&str> = accept
+        .split(',')
+        .map(|r| r.split(';').next().unwrap_or("").trim())
+        .filter(|r| !r.is_empty())
+        .collect();
+    if ranges.is_empty() {
+        return Ok(Format::Json);
+    }
+    if let Some(first) = ranges
+        .iter()
+        .find(|r| matches!(**r, POSTCARD | "application/json" | "application/*" | "*/*"))
+    {
+        return Ok(if *first == POSTCARD {
+            Format::Postcard
+        } else {
+            Format::Json
+        });
+    }
+    Err(Error::new(
+        ErrorKind::NotAcceptable,
+        format!(
+            "cannot produce {accept:?}; chunks are available as application/json or {POSTCARD}"
+        ),
+    ))
+}
+
+async fn get_chunk(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (id, cx, cz) = path.into_inner();
+    let world = state.coordinator.world(&id)?;
+    let coord = ChunkCoord::new(parse_coord("cx", &cx)?, parse_coord("cz", &cz)?);
+    let format = negotiate(&req)?;
+    let reply = state.coordinator.chunk(&world, coord).await?;
+    let etag = format!(
+        "\"{}-r{}-{}-{}\"",
+        world.record.id, reply.record.revision, coord.cx, coord.cz
+    );
+    let mut res = HttpResponse::Ok();
+    res.insert_header((header::ETAG, etag))
+        .insert_header(("X-Worldloom-Revision", reply.record.revision.to_string()))
+        .insert_header((
+            "X-Worldloom-Cache",
+            if reply.generated { "miss" } else { "hit" },
+        ));
+    Ok(match format {
+        Format::Postcard => res.content_type(POSTCARD).body(reply.bytes.clone()),
+        Format::Json => res.json(reply.record.json()),
+    })
+}

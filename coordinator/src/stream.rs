@@ -1,0 +1,231 @@
+//! `GET /v1/worlds/{id}/stream`: chunks over a WebSocket, nearest first.
+//!
+//! The client sends `{"center":[cx,cz],"radius":r}` text frames, as often as
+//! it moves. For each subscription the server sends every chunk of the
+//! square it has not sent on this socket before, nearest to the centre
+//! first, one binary postcard frame per chunk, then a `{"done":{...}}` text
+//! frame. A new subscription replaces the unfinished rest of the previous
+//! one. Bad input gets a `{"error":{...}}` text frame; the socket stays open.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, Session};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use worldloom_cluster::protocol::ChunkReply;
+use worldloom_cluster::{Error, ErrorKind};
+use worldloom_worldgen::ChunkCoord;
+
+use crate::api::ErrorBody;
+use crate::http::{ApiError, AppState};
+use crate::{Coordinator, World};
+
+/// Largest accepted client frame; subscriptions are tiny.
+const MAX_CLIENT_FRAME: usize = 4 << 10;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Subscribe {
+    center: [i32; 2],
+    radius: u32,
+}
+
+/// The chunks of the square of `radius` around `center`, nearest first; ties
+/// broken by coordinate so the order is the same on every run.
+pub fn square_nearest_first(center: ChunkCoord, radius: u32) -> Vec<ChunkCoord> {
+    let r = i64::from(radius);
+    let mut coords: Vec<ChunkCoord> = (-r..=r)
+        .flat_map(|dx| (-r..=r).map(move |dz| (dx, dz)))
+        .filter_map(|(dx, dz)| {
+            let cx = i32::try_from(i64::from(center.cx) + dx).ok()?;
+            let cz = i32::try_from(i64::from(center.cz) + dz).ok()?;
+            Some(ChunkCoord::new(cx, cz))
+        })
+        .collect();
+    coords.sort_by_key(|c| (c.distance2(center), c.cz, c.cx));
+    coords
+}
+
+type Plan = Pin<Box<dyn Stream<Item = (ChunkCoord, Result<ChunkReply, Error>)>>>;
+
+struct Subscription {
+    center: ChunkCoord,
+    radius: u32,
+    plan: Plan,
+    sent: usize,
+    already_had: usize,
+}
+
+pub(crate) async fn stream(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let world = state.coordinator.world(&id)?;
+    let (response, session, messages) = actix_ws::handle(&req, body).map_err(|e| {
+        ApiError::from(
+            Error::new(
+                ErrorKind::Malformed,
+                format!("not a WebSocket upgrade: {e}"),
+            )
+            .with_code("not_websocket"),
+        )
+    })?;
+    let messages = messages
+        .max_frame_size(MAX_CLIENT_FRAME)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_CLIENT_FRAME);
+    let coordinator = state.coordinator.clone();
+    actix_web::rt::spawn(async move {
+        if let Err(e) = serve(coordinator, world, session, messages).await {
+            tracing::debug!(error = %e, "stream ended");
+        }
+    });
+    Ok(response)
+}
+
+fn error_frame(e: &Error) -> String {
+    json!({ "error": ErrorBody::from(e) }).to_string()
+}
+
+fn subscribe(
+    coordinator: &Arc<Coordinator>,
+    world: &Arc<World>,
+    text: &str,
+    have: &HashSet<ChunkCoord>,
+) -> Result<Subscription, Error> {
+    let sub: Subscribe = crate::api::parse_json(text.as_bytes()).map_err(|mut e| {
+        e.code = Some("invalid_subscription");
+        e.message = format!("{}; send {{\"center\":[cx,cz],\"radius\":r}}", e.message);
+        e
+    })?;
+    let max = coordinator.config.stream.max_radius;
+    if sub.radius > max {
+        return Err(Error::invalid(
+            "radius",
+            format!(
+                "radius {} is larger than this server's maximum of {max}",
+                sub.radius
+            ),
+        )
+        .with_code("radius_too_large"));
+    }
+    let center = ChunkCoord::new(sub.center[0], sub.center[1]);
+    if !center.in_bounds() {
+        return Err(
+            Error::invalid("center", format!("center {center} is out of range"))
+                .with_code("coordinate_out_of_range"),
+        );
+    }
+    let all = square_nearest_first(center, sub.radius);
+    let total = all.len();
+    let todo: Vec<ChunkCoord> = all.into_iter().filter(|c| !have.contains(c)).collect();
+    let already_had = total - todo.len();
+    let inflight = coordinator.config.stream.inflight;
+    let (coordinator, world) = (coordinator.clone(), world.clone());
+    let plan = stream::iter(todo)
+        .map(move |coord| {
+            let (coordinator, world) = (coordinator.clone(), world.clone());
+            async move { (coord, coordinator.chunk(&world, coord).await) }
+        })
+        .buffered(inflight);
+    Ok(Subscription {
+        center,
+        radius: sub.radius,
+        plan: Box::pin(plan),
+        sent: 0,
+        already_had,
+    })
+}
+
+async fn serve(
+    coordinator: Arc<Coordinator>,
+    world: Arc<World>,
+    mut session: Session,
+    mut messages: impl Stream<Item = Result<AggregatedMessage, actix_ws::ProtocolError>> + Unpin,
+) -> Result<(), actix_ws::Closed> {
+    let mut have: HashSet<ChunkCoord> = HashSet::new();
+    let mut current: Option<Subscription> = None;
+    loop {
+        tokio::select! {
+            msg = messages.next() => match msg {
+                Some(Ok(AggregatedMessage::Text(text))) => match subscribe(&coordinator, &world, &text, &have) {
+                    Ok(sub) => current = Some(sub),
+                    Err(e) => session.text(error_frame(&e)).await?,
+                },
+                Some(Ok(AggregatedMessage::Binary(_))) => {
+                    let e = Error::new(ErrorKind::Malformed, "send subscriptions as JSON text frames")
+                        .with_code("invalid_subscription");
+                    session.text(error_frame(&e)).await?;
+                }
+                Some(Ok(AggregatedMessage::Ping(bytes))) => session.pong(&bytes).await?,
+                Some(Ok(AggregatedMessage::Pong(_))) => {}
+                Some(Ok(AggregatedMessage::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    let e = Error::new(ErrorKind::Malformed, format!("WebSocket protocol error: {e}"))
+                        .with_code("protocol_error");
+                    let _ = session.text(error_frame(&e)).await;
+                    break;
+                }
+            },
+            item = async { current.as_mut().expect("guarded").plan.next().await }, if current.is_some() => {
+                let sub = current.as_mut().expect("guarded");
+                match item {
+                    Some((coord, Ok(reply))) => {
+                        session.binary(reply.bytes.clone()).await?;
+                        have.insert(coord);
+                        sub.sent += 1;
+                    }
+                    Some((coord, Err(e))) => {
+                        let frame = json!({ "error": ErrorBody::from(&e), "chunk": [coord.cx, coord.cz] });
+                        session.text(frame.to_string()).await?;
+                    }
+                    None => {
+                        let done = json!({ "done": {
+                            "center": [sub.center.cx, sub.center.cz],
+                            "radius": sub.radius,
+                            "sent": sub.sent,
+                            "already_had": sub.already_had,
+                            "revision": world.record.revision,
+                        }});
+                        session.text(done.to_string()).await?;
+                        current = None;
+                    }
+                }
+            }
+        }
+    }
+    let _ = session.close(None).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squares_are_complete_and_nearest_first() {
+        let c = ChunkCoord::new(-3, 7);
+        let sq = square_nearest_first(c, 8);
+        assert_eq!(sq.len(), 289);
+        assert_eq!(sq[0], c);
+        assert!(
+            sq.windows(2)
+                .all(|w| w[0].distance2(c) <= w[1].distance2(c))
+        );
+        let unique: HashSet<_> = sq.iter().collect();
+        assert_eq!(unique.len(), 289);
+        assert!(sq.iter().all(|x| x.ring_distance(c) <= 8));
+    }
+
+    #[test]
+    fn squares_at_the_edge_of_i32_do_not_overflow() {
+        let sq = square_nearest_first(ChunkCoord::new(i32::MAX, i32::MIN), 1);
+        assert_eq!(sq.len(), 4);
+    }
+}

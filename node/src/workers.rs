@@ -1,0 +1,193 @@
+//! Generation worker threads: all chunk generation and plugin execution
+//! happens here, never on the HTTP or actor event loops.
+//!
+//! Each worker owns its plugin state (warm sandboxes), created on its own
+//! thread by the [`PluginRuntime`]; jobs come from one shared queue.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+use worldloom_cluster::model::{ChunkRecord, GenSpec};
+use worldloom_cluster::protocol::PluginCheck;
+use worldloom_cluster::{Error, Result};
+use worldloom_plugin_abi::{ErrorKind, PluginError};
+use worldloom_worldgen::ChunkCoord;
+
+use crate::pipeline::{self, HookRunner};
+
+/// Plugin sources a job may need, by lowercase hex SHA-256.
+pub type Sources = BTreeMap<String, Arc<str>>;
+
+/// A plugin runtime as the node sees it: per-worker state made on the worker thread.
+pub trait PluginRuntime: Send + Sync {
+    fn worker(&self) -> Box<dyn WorkerPlugins>;
+}
+
+/// One worker's plugin state.
+pub trait WorkerPlugins {
+    /// A hook runner for one job, loading plugins from `sources` as needed.
+    fn runner<'a>(&'a mut self, sources: &'a Sources) -> Box<dyn HookRunner + 'a>;
+    /// Loads a plugin only to report what it defines.
+    fn check(&mut self, name: &str, source: &str) -> PluginCheck;
+}
+
+/// The runtime of a node started without plugin support.
+pub struct NoRuntime;
+
+struct NoWorkerPlugins;
+
+impl PluginRuntime for NoRuntime {
+    fn worker(&self) -> Box<dyn WorkerPlugins> {
+        Box::new(NoWorkerPlugins)
+    }
+}
+
+impl WorkerPlugins for NoWorkerPlugins {
+    fn runner<'a>(&'a mut self, _: &'a Sources) -> Box<dyn HookRunner + 'a> {
+        Box::new(pipeline::NoPlugins)
+    }
+    fn check(&mut self, _: &str, _: &str) -> PluginCheck {
+        PluginCheck {
+            info: None,
+            error: Some(PluginError::new(
+                ErrorKind::Trap,
+                "this node has no plugin runtime",
+            )),
+            warnings: Vec::new(),
+            log: String::new(),
+            stats: Default::default(),
+        }
+    }
+}
+
+enum Job {
+    Generate {
+        spec: Arc<GenSpec>,
+        coord: ChunkCoord,
+        sources: Arc<Sources>,
+        reply: oneshot::Sender<Result<ChunkRecord>>,
+    },
+    Check {
+        name: String,
+        source: String,
+        reply: oneshot::Sender<Result<PluginCheck>>,
+    },
+}
+
+/// A fixed set of worker threads fed by a bounded queue.
+pub struct WorkerPool {
+    queue: SyncSender<Job>,
+    threads: usize,
+}
+
+/// Jobs that may wait for a worker before new ones are refused as overload.
+const QUEUE_DEPTH: usize = 4096;
+
+impl WorkerPool {
+    pub fn start(threads: usize, runtime: Arc<dyn PluginRuntime>) -> Self {
+        let threads = threads.max(1);
+        let (queue, rx) = sync_channel::<Job>(QUEUE_DEPTH);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            let runtime = runtime.clone();
+            std::thread::Builder::new()
+                .name(format!("worldloom-gen-{i}"))
+                .spawn(move || work(rx, runtime))
+                .expect("spawning a worker thread");
+        }
+        Self { queue, threads }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn submit(&self, job: Job) -> Result<()> {
+        self.queue.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => {
+                Error::unavailable("the node's generation queue is full; retry shortly")
+            }
+            TrySendError::Disconnected(_) => Error::internal("the node's workers have stopped"),
+        })
+    }
+
+    /// Generates one chunk on a worker.
+    pub async fn generate(
+        &self,
+        spec: Arc<GenSpec>,
+        coord: ChunkCoord,
+        sources: Arc<Sources>,
+    ) -> Result<ChunkRecord> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Generate {
+            spec,
+            coord,
+            sources,
+            reply,
+        })?;
+        rx.await
+            .map_err(|_| Error::internal("a generation worker stopped mid-job"))?
+    }
+
+    /// Checks a plugin on a worker.
+    pub async fn check(&self, name: String, source: String) -> Result<PluginCheck> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Check {
+            name,
+            source,
+            reply,
+        })?;
+        rx.await
+            .map_err(|_| Error::internal("a generation worker stopped mid-job"))?
+    }
+}
+
+fn panicked(what: &str) -> Error {
+    Error::internal(format!(
+        "{what} panicked; this is a bug in Worldloom, not in your request"
+    ))
+}
+
+fn work(rx: Arc<Mutex<Receiver<Job>>>, runtime: Arc<dyn PluginRuntime>) {
+    let mut plugins = runtime.worker();
+    loop {
+        let job = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        match job {
+            Job::Generate {
+                spec,
+                coord,
+                sources,
+                reply,
+            } => {
+                let out = catch_unwind(AssertUnwindSafe(|| {
+                    let mut runner = plugins.runner(&sources);
+                    pipeline::generate(&spec, coord, runner.as_mut())
+                }));
+                if out.is_err() {
+                    // The worker's plugin state may be inconsistent after a panic: start afresh.
+                    plugins = runtime.worker();
+                }
+                let _ = reply.send(out.map_err(|_| panicked("chunk generation")));
+            }
+            Job::Check {
+                name,
+                source,
+                reply,
+            } => {
+                let out = catch_unwind(AssertUnwindSafe(|| plugins.check(&name, &source)));
+                if out.is_err() {
+                    plugins = runtime.worker();
+                }
+                let _ = reply.send(out.map_err(|_| panicked("plugin check")));
+            }
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests of Worldloom: one binary, one module per topic.
+
+mod api;
+mod determinism;
+mod persistence;
+mod stream;

@@ -2,5 +2,6 @@
 
 mod api;
 mod determinism;
+mod golden;
 mod persistence;
 mod stream;

@@ -33,10 +33,7 @@ pub struct StreamSettings {
 
 impl Default for StreamSettings {
     fn default() -> Self {
-        Self {
-            max_radius: 32,
-            inflight: 8,
-        }
+        Self { max_radius: 32, inflight: 8 }
     }
 }
 
@@ -85,14 +82,12 @@ impl Default for Config {
 impl Config {
     /// Reads the file (if any), applies `WORLDLOOM_*` variables from `env`, fills defaults, validates.
     pub fn load(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Config> {
-        let mut tree =
-            toml::Table::try_from(Config::default()).expect("the default config serialises");
+        let mut tree = toml::Table::try_from(Config::default()).expect("the default config serialises");
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::invalid("config", format!("cannot read {}: {e}", path.display()))
-            })?;
-            let from_file: toml::Table = toml::from_str(&text)
-                .map_err(|e| Error::invalid("config", format!("{}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::invalid("config", format!("cannot read {}: {e}", path.display())))?;
+            let from_file: toml::Table =
+                toml::from_str(&text).map_err(|e| Error::invalid("config", format!("{}: {e}", path.display())))?;
             merge(&mut tree, from_file);
         }
         for (name, value) in env {
@@ -100,12 +95,10 @@ impl Config {
                 continue;
             };
             let path: Vec<String> = path.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            set_path(&mut tree, &path, value)
-                .map_err(|why| Error::invalid(name.clone(), format!("{name}: {why}")))?;
+            set_path(&mut tree, &path, value).map_err(|why| Error::invalid(name.clone(), format!("{name}: {why}")))?;
         }
-        let config: Config = tree
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::invalid("config", e.message().to_owned()))?;
+        let config: Config =
+            tree.try_into().map_err(|e: toml::de::Error| Error::invalid("config", e.message().to_owned()))?;
         config.validate()?;
         Ok(config)
     }
@@ -113,19 +106,14 @@ impl Config {
     /// The process environment, for [`Config::load`]. `WORLDLOOM_CONFIG` names the
     /// file itself and is not a setting.
     pub fn process_env() -> BTreeMap<String, String> {
-        std::env::vars()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != "WORLDLOOM_CONFIG")
-            .collect()
+        std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != "WORLDLOOM_CONFIG").collect()
     }
 
     fn validate(&self) -> Result<()> {
         if self.version != CONFIG_VERSION {
             return Err(Error::invalid(
                 "version",
-                format!(
-                    "config version {} is not supported (this build reads {CONFIG_VERSION})",
-                    self.version
-                ),
+                format!("config version {} is not supported (this build reads {CONFIG_VERSION})", self.version),
             ));
         }
         let l = &self.limits;
@@ -147,11 +135,7 @@ impl Config {
 
     /// Worker threads to start.
     pub fn worker_count(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
-        } else {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        }
+        if self.workers > 0 { self.workers } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
     }
 }
 
@@ -177,18 +161,13 @@ fn set_path(tree: &mut toml::Table, path: &[String], raw: &str) -> std::result::
         };
     }
     let value = match table.get(last) {
-        Some(toml::Value::Integer(_)) => toml::Value::Integer(
-            raw.parse()
-                .map_err(|_| format!("{raw:?} is not an integer"))?,
-        ),
-        Some(toml::Value::Float(_)) => toml::Value::Float(
-            raw.parse()
-                .map_err(|_| format!("{raw:?} is not a number"))?,
-        ),
-        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
-            raw.parse()
-                .map_err(|_| format!("{raw:?} is not true or false"))?,
-        ),
+        Some(toml::Value::Integer(_)) => {
+            toml::Value::Integer(raw.parse().map_err(|_| format!("{raw:?} is not an integer"))?)
+        }
+        Some(toml::Value::Float(_)) => toml::Value::Float(raw.parse().map_err(|_| format!("{raw:?} is not a number"))?),
+        Some(toml::Value::Boolean(_)) => {
+            toml::Value::Boolean(raw.parse().map_err(|_| format!("{raw:?} is not true or false"))?)
+        }
         // Strings, and optional settings that are unset by default.
         _ => toml::Value::String(raw.to_owned()),
     };
@@ -201,10 +180,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -220,18 +196,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wl-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("worldloom.toml");
-        std::fs::write(
-            &file,
-            "data = \"memory://\"\nworkers = 3\n[limits]\nfuel = 1000\ndeadline_ms = 50\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "data = \"memory://\"\nworkers = 3\n[limits]\nfuel = 1000\ndeadline_ms = 50\n").unwrap();
         let c = Config::load(
             Some(&file),
-            &env(&[
-                ("WORLDLOOM_LIMITS__FUEL", "2000"),
-                ("WORLDLOOM_S3__ACCESS_KEY_ID", "12345"),
-                ("HOME", "/x"),
-            ]),
+            &env(&[("WORLDLOOM_LIMITS__FUEL", "2000"), ("WORLDLOOM_S3__ACCESS_KEY_ID", "12345"), ("HOME", "/x")]),
         )
         .unwrap();
         assert_eq!(c.data, "memory://");

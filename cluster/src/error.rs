@@ -29,7 +29,7 @@ pub enum ErrorKind {
 }
 
 /// An error with a stable kind, a human message and, where there is one, the field at fault.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct Error {
     pub kind: ErrorKind,
@@ -37,18 +37,20 @@ pub struct Error {
     pub field: Option<String>,
     /// A more specific stable code than the kind, e.g. `malformed_json`.
     pub code: Option<&'static str>,
+    /// Structured detail for the client (e.g. a plugin's diagnostics).
+    pub details: Option<serde_json::Value>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            field: None,
-            code: None,
-        }
+        Self { kind, message: message.into(), field: None, code: None, details: None }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
     }
 
     pub fn with_code(mut self, code: &'static str) -> Self {

@@ -22,16 +22,11 @@ impl WorldId {
     pub fn parse(s: &str) -> Result<Self> {
         let ok = s.len() == 17
             && s.starts_with('w')
-            && s[1..]
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && s[1..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if ok {
             Ok(WorldId(s.to_owned()))
         } else {
-            Err(Error::not_found(format!(
-                "no world with id {s:?} (ids look like w0123456789abcdef)"
-            ))
-            .with_field("id"))
+            Err(Error::not_found(format!("no world with id {s:?} (ids look like w0123456789abcdef)")).with_field("id"))
         }
     }
 
@@ -67,14 +62,7 @@ mod tests {
     fn random_ids_parse_and_hostile_ids_do_not() {
         let id = WorldId::random();
         assert_eq!(WorldId::parse(id.as_str()).unwrap(), id);
-        for bad in [
-            "",
-            "w",
-            "../etc/passwd",
-            "w0123456789abcdeF",
-            "w0123456789abcde/",
-            "x0123456789abcdef",
-        ] {
+        for bad in ["", "w", "../etc/passwd", "w0123456789abcdeF", "w0123456789abcde/", "x0123456789abcdef"] {
             assert!(WorldId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -119,3 +119,70 @@ impl ChunkRecord {
         }
     }
 }
+
+/// An account's API token, stored under the SHA-256 of the token (never the token itself).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The account the token acts as.
+    pub account: String,
+    pub created_unix_s: u64,
+}
+
+impl Versioned for TokenRecord {
+    const KIND: Kind = Kind::Token;
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "token";
+}
+
+/// An account: its name and the hash of its current token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub name: String,
+    pub token_sha256: String,
+    pub created_unix_s: u64,
+}
+
+impl Versioned for AccountRecord {
+    const KIND: Kind = Kind::Account;
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "account";
+}
+
+/// A plugin name and the account that owns it (its first uploader).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PluginNameRecord {
+    pub name: String,
+    pub owner: String,
+    pub created_unix_s: u64,
+}
+
+impl Versioned for PluginNameRecord {
+    const KIND: Kind = Kind::PluginName;
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "plugin name";
+}
+
+/// One immutable version of a plugin in the workshop (only `yanked` ever changes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PluginVersionRecord {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub runtime: worldloom_plugin_abi::RuntimeKind,
+    /// Lowercase hex SHA-256 of the source, stored under `plugins/sources/{sha256}`.
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// What the sandbox found when the version was uploaded.
+    pub info: worldloom_plugin_abi::PluginInfo,
+    pub abi_version: u32,
+    pub owner: String,
+    pub created_unix_s: u64,
+    /// Yanked versions keep working where attached; new attachments are refused.
+    pub yanked: bool,
+}
+
+impl Versioned for PluginVersionRecord {
+    const KIND: Kind = Kind::PluginVersion;
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "plugin version";
+}

@@ -14,14 +14,21 @@ use crate::ids::WorldId;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub String);
 
-fn score(node: &NodeId, world: &WorldId, region: RegionCoord) -> u64 {
-    let salt = mix64(stream(&node.0) ^ mix64(stream(world.as_str())));
-    hash2(salt, i64::from(region.rx), i64::from(region.rz))
+/// The node that ranks highest for `key`, or `None` when no node is live.
+fn highest<'a>(nodes: &'a [NodeId], key: impl Fn(u64) -> u64) -> Option<&'a NodeId> {
+    nodes.iter().max_by_key(|n| (key(mix64(stream(&n.0))), *n))
 }
 
 /// The node that owns `region` of `world`, or `None` when no node is live.
 pub fn owner<'a>(nodes: &'a [NodeId], world: &WorldId, region: RegionCoord) -> Option<&'a NodeId> {
-    nodes.iter().max_by_key(|n| (score(n, world, region), *n))
+    let w = mix64(stream(world.as_str()));
+    highest(nodes, |node| hash2(node ^ w, i64::from(region.rx), i64::from(region.rz)))
+}
+
+/// The node responsible for any other keyed work (e.g. checking a plugin by its hash).
+pub fn owner_of_key<'a>(nodes: &'a [NodeId], key: &str) -> Option<&'a NodeId> {
+    let k = mix64(stream(key));
+    highest(nodes, |node| mix64(node ^ k))
 }
 
 #[cfg(test)]

@@ -15,11 +15,7 @@ pub enum NodeRequest {
     /// Return the chunk of this world revision, generating and storing it if needed.
     Chunk { spec: GenSpec, coord: ChunkCoord },
     /// Load a plugin in the sandbox and report what it defines, storing nothing.
-    CheckPlugin {
-        runtime: RuntimeKind,
-        name: String,
-        source: String,
-    },
+    CheckPlugin { runtime: RuntimeKind, name: String, source: String },
 }
 
 /// What loading a plugin in the sandbox found.

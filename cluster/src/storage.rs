@@ -45,17 +45,10 @@ impl Key {
 
     /// A plugin source, addressed by the lowercase hex SHA-256 of its bytes.
     pub fn plugin_source(sha256: &str) -> Result<Key> {
-        if sha256.len() == 64
-            && sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             Ok(Key(format!("plugins/sources/{sha256}")))
         } else {
-            Err(Error::invalid(
-                "sha256",
-                "a SHA-256 is 64 lowercase hex digits",
-            ))
+            Err(Error::invalid("sha256", "a SHA-256 is 64 lowercase hex digits"))
         }
     }
 
@@ -72,9 +65,7 @@ impl Key {
 
     /// A key below `prefix` from a segment the caller has already validated.
     pub fn join(prefix: &Key, segment: &str) -> Key {
-        debug_assert!(
-            prefix.0.ends_with('/') && !segment.contains('/') && segment != ".." && segment != "."
-        );
+        debug_assert!(prefix.0.ends_with('/') && !segment.contains('/') && segment != ".." && segment != ".");
         Key(format!("{}{segment}", prefix.0))
     }
 
@@ -110,9 +101,7 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 pub async fn get_value<T: Versioned>(store: &dyn ObjectStore, key: &Key) -> Result<Option<T>> {
     match store.get(key).await? {
         None => Ok(None),
-        Some(bytes) => wire::decode(&bytes)
-            .map(Some)
-            .map_err(|e| Error::internal(format!("{key}: {}", e.message))),
+        Some(bytes) => wire::decode(&bytes).map(Some).map_err(|e| Error::internal(format!("{key}: {}", e.message))),
     }
 }
 
@@ -120,11 +109,7 @@ pub async fn put_value<T: Versioned>(store: &dyn ObjectStore, key: &Key, value: 
     store.put(key, Bytes::from(wire::encode(value))).await
 }
 
-pub async fn put_new_value<T: Versioned>(
-    store: &dyn ObjectStore,
-    key: &Key,
-    value: &T,
-) -> Result<bool> {
+pub async fn put_new_value<T: Versioned>(store: &dyn ObjectStore, key: &Key, value: &T) -> Result<bool> {
     store.put_new(key, Bytes::from(wire::encode(value))).await
 }
 
@@ -144,14 +129,8 @@ impl fmt::Debug for S3Settings {
         f.debug_struct("S3Settings")
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
-            .field(
-                "access_key_id",
-                &self.access_key_id.as_ref().map(|_| "<set>"),
-            )
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "<set>"),
-            )
+            .field("access_key_id", &self.access_key_id.as_ref().map(|_| "<set>"))
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -170,9 +149,7 @@ pub fn open(uri: &str, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
     let bad = |why: &str| {
         Error::invalid(
             "data",
-            format!(
-                "storage URI {uri:?}: {why} (expected fs://PATH, memory:// or s3://BUCKET/PREFIX)"
-            ),
+            format!("storage URI {uri:?}: {why} (expected fs://PATH, memory:// or s3://BUCKET/PREFIX)"),
         )
     };
     let (scheme, rest) = uri.split_once("://").ok_or_else(|| bad("no scheme"))?;
@@ -183,20 +160,18 @@ pub fn open(uri: &str, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
                 return Err(bad("empty path"));
             }
             let root = Path::new(rest);
-            std::fs::create_dir_all(root).map_err(|e| {
-                Error::unavailable(format!("cannot create data directory {rest:?}: {e}"))
-            })?;
-            let root = root.canonicalize().map_err(|e| {
-                Error::unavailable(format!("cannot resolve data directory {rest:?}: {e}"))
-            })?;
+            std::fs::create_dir_all(root)
+                .map_err(|e| Error::unavailable(format!("cannot create data directory {rest:?}: {e}")))?;
+            let root = root
+                .canonicalize()
+                .map_err(|e| Error::unavailable(format!("cannot resolve data directory {rest:?}: {e}")))?;
             let tmp = root.join(".tmp");
             // Anything here is a write that never completed: it was never visible.
             let _ = std::fs::remove_dir_all(&tmp);
             std::fs::create_dir_all(&tmp)
                 .map_err(|e| Error::unavailable(format!("cannot create {}: {e}", tmp.display())))?;
-            let builder = opendal::services::Fs::default()
-                .root(&root.to_string_lossy())
-                .atomic_write_dir(&tmp.to_string_lossy());
+            let builder =
+                opendal::services::Fs::default().root(&root.to_string_lossy()).atomic_write_dir(&tmp.to_string_lossy());
             OpendalStore {
                 op: Operator::new(builder)?.layer(retry),
                 describe: format!("fs://{}", root.display()),
@@ -213,11 +188,11 @@ pub fn open(uri: &str, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
             if bucket.is_empty() {
                 return Err(bad("no bucket"));
             }
-            // The HTTP client needs a TLS provider even for plain-HTTP endpoints.
+            // The HTTP client needs a TLS provider even for plain-HTTP endpoints,
+            // and OpenDAL a process-wide transport (the first one installed wins).
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let mut b = opendal::services::S3::default()
-                .bucket(bucket)
-                .root(&format!("/{prefix}"));
+            opendal::HttpTransporter::install_default(opendal_http_transport_reqwest::ReqwestTransport::default());
+            let mut b = opendal::services::S3::default().bucket(bucket).root(&format!("/{prefix}"));
             if let Some(v) = &s3.endpoint {
                 b = b.endpoint(v);
             }
@@ -259,19 +234,9 @@ impl ObjectStore for OpendalStore {
             Some(lock) => Some(lock.lock().await),
             None => None,
         };
-        match self
-            .op
-            .write_with(key.as_str(), value)
-            .if_not_exists(true)
-            .await
-        {
+        match self.op.write_with(key.as_str(), value).if_not_exists(true).await {
             Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists) => {
                 Ok(false)
             }
             Err(e) => Err(e.into()),
@@ -324,24 +289,11 @@ mod tests {
         assert_eq!(store.get(&k).await.unwrap().unwrap(), &b"one"[..]);
         store.put(&k, Bytes::from_static(b"two")).await.unwrap();
         assert_eq!(store.get(&k).await.unwrap().unwrap(), &b"two"[..]);
-        assert!(
-            !store
-                .put_new(&k, Bytes::from_static(b"three"))
-                .await
-                .unwrap()
-        );
+        assert!(!store.put_new(&k, Bytes::from_static(b"three")).await.unwrap());
         assert_eq!(store.get(&k).await.unwrap().unwrap(), &b"two"[..]);
         let k2 = Key::opaque("things/", b"z");
-        assert!(
-            store
-                .put_new(&k2, Bytes::from_static(b"new"))
-                .await
-                .unwrap()
-        );
-        assert_eq!(
-            store.list(&Key::dir("things/")).await.unwrap(),
-            vec![k.clone(), k2.clone()]
-        );
+        assert!(store.put_new(&k2, Bytes::from_static(b"new")).await.unwrap());
+        assert_eq!(store.list(&Key::dir("things/")).await.unwrap(), vec![k.clone(), k2.clone()]);
         assert!(store.list(&Key::dir("nothing/")).await.unwrap().is_empty());
         store.delete(&k).await.unwrap();
         store.delete(&k).await.unwrap();
@@ -364,12 +316,7 @@ mod tests {
             .map(|i| {
                 let store = store.clone();
                 let key = key.clone();
-                tokio::spawn(async move {
-                    store
-                        .put_new(&key, Bytes::from(vec![i as u8; 1000]))
-                        .await
-                        .unwrap()
-                })
+                tokio::spawn(async move { store.put_new(&key, Bytes::from(vec![i as u8; 1000])).await.unwrap() })
             })
             .collect();
         let mut wins = 0;

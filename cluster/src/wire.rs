@@ -23,6 +23,7 @@ pub enum Kind {
     PluginVersion = 3,
     PluginName = 4,
     Token = 5,
+    Account = 6,
     NodeRequest = 16,
     NodeResponse = 17,
 }
@@ -49,11 +50,7 @@ pub fn decode<T: Versioned>(bytes: &[u8]) -> Result<T> {
         return Err(corrupt("not a Worldloom envelope".into()));
     }
     if bytes[2] != T::KIND as u8 {
-        return Err(corrupt(format!(
-            "envelope holds kind {}, not {:?}",
-            bytes[2],
-            T::KIND
-        )));
+        return Err(corrupt(format!("envelope holds kind {}, not {:?}", bytes[2], T::KIND)));
     }
     if bytes[3] != T::VERSION {
         return Err(corrupt(format!(
@@ -62,8 +59,7 @@ pub fn decode<T: Versioned>(bytes: &[u8]) -> Result<T> {
             T::VERSION
         )));
     }
-    let (value, rest) =
-        postcard::take_from_bytes(&bytes[4..]).map_err(|e| corrupt(e.to_string()))?;
+    let (value, rest) = postcard::take_from_bytes(&bytes[4..]).map_err(|e| corrupt(e.to_string()))?;
     if !rest.is_empty() {
         return Err(corrupt(format!("{} trailing bytes", rest.len())));
     }
@@ -89,10 +85,7 @@ mod tests {
 
     #[test]
     fn envelope_round_trips_and_rejects_tampering() {
-        let p = Probe {
-            a: 7,
-            b: "x".into(),
-        };
+        let p = Probe { a: 7, b: "x".into() };
         let bytes = encode(&p);
         assert_eq!(&bytes[..4], b"WL\x01\x01");
         assert_eq!(decode::<Probe>(&bytes).unwrap(), p);

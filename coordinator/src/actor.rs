@@ -39,6 +39,13 @@ pub struct Route {
     pub region: RegionCoord,
 }
 
+/// Which node should check a plugin? Spreads checks by the source's hash.
+#[derive(Message)]
+#[rtype(result = "Option<NodeHandle>")]
+pub struct RouteCheck {
+    pub sha256: String,
+}
+
 /// How many nodes are live?
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -76,6 +83,14 @@ impl Handler<Route> for CoordinatorActor {
     type Result = Option<NodeHandle>;
     fn handle(&mut self, msg: Route, _: &mut Context<Self>) -> Option<NodeHandle> {
         let id = placement::owner(&self.ids, &msg.world, msg.region)?;
+        self.nodes.get(id).cloned()
+    }
+}
+
+impl Handler<RouteCheck> for CoordinatorActor {
+    type Result = Option<NodeHandle>;
+    fn handle(&mut self, msg: RouteCheck, _: &mut Context<Self>) -> Option<NodeHandle> {
+        let id = placement::owner_of_key(&self.ids, &msg.sha256)?;
         self.nodes.get(id).cloned()
     }
 }

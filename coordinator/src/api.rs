@@ -14,22 +14,15 @@ pub const MAX_NAME_CHARS: usize = 100;
 /// Parses a JSON body, naming the field at fault in any error.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     if body.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Malformed,
-            "the request body is empty; send a JSON object",
-        )
-        .with_code("malformed_json"));
+        return Err(Error::new(ErrorKind::Malformed, "the request body is empty; send a JSON object")
+            .with_code("malformed_json"));
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_data() {
-            let field = if path == "." {
-                None
-            } else {
-                Some(path.clone())
-            };
+            let field = if path == "." { None } else { Some(path.clone()) };
             let message = match &field {
                 Some(f) => format!("{f}: {inner}"),
                 None => inner.to_string(),
@@ -40,11 +33,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
                 None => err,
             }
         } else {
-            Error::new(
-                ErrorKind::Malformed,
-                format!("the body is not valid JSON: {inner}"),
-            )
-            .with_code("malformed_json")
+            Error::new(ErrorKind::Malformed, format!("the body is not valid JSON: {inner}")).with_code("malformed_json")
         }
     })
 }
@@ -58,9 +47,7 @@ impl Seed {
     fn from_text(s: &str) -> Seed {
         match s.trim().parse::<u64>() {
             Ok(n) => Seed(n),
-            Err(_) => Seed(worldloom_worldgen::hash::mix64(
-                worldloom_worldgen::hash::stream(s),
-            )),
+            Err(_) => Seed(worldloom_worldgen::hash::mix64(worldloom_worldgen::hash::stream(s))),
         }
     }
 }
@@ -77,11 +64,9 @@ impl<'de> Deserialize<'de> for Seed {
                 Ok(Seed(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<Seed, E> {
-                u64::try_from(v).map(Seed).map_err(|_| {
-                    E::custom(format!(
-                        "seed must be from 0 to 18446744073709551615, got {v}"
-                    ))
-                })
+                u64::try_from(v)
+                    .map(Seed)
+                    .map_err(|_| E::custom(format!("seed must be from 0 to 18446744073709551615, got {v}")))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<Seed, E> {
                 Err(E::custom(format!("seed must be a whole number, got {v}")))
@@ -106,6 +91,8 @@ pub struct CreateWorld {
     pub seed: Option<Seed>,
     #[serde(default)]
     pub params: ParamsPatch,
+    #[serde(default)]
+    pub plugins: Vec<crate::attach::PluginRequest>,
 }
 
 /// A validated world, ready to be stored.
@@ -119,46 +106,41 @@ pub struct WorldDraft {
 
 /// Checks a world name: 1 to [`MAX_NAME_CHARS`] characters, no control characters.
 pub fn check_name(name: &str) -> Result<String> {
+    check_label("name", name)
+}
+
+/// Checks a display label: trimmed, 1 to [`MAX_NAME_CHARS`] characters, no control characters.
+pub fn check_label(field: &str, name: &str) -> Result<String> {
     let trimmed = name.trim();
     if trimmed.is_empty() {
-        return Err(Error::invalid("name", "name must not be empty"));
+        return Err(Error::invalid(field, format!("{field} must not be empty")));
     }
     if trimmed.chars().count() > MAX_NAME_CHARS {
-        return Err(Error::invalid(
-            "name",
-            format!("name is longer than {MAX_NAME_CHARS} characters"),
-        ));
+        return Err(Error::invalid(field, format!("{field} is longer than {MAX_NAME_CHARS} characters")));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "name",
-            "name must not contain control characters",
-        ));
+        return Err(Error::invalid(field, format!("{field} must not contain control characters")));
     }
     Ok(trimmed.to_owned())
 }
 
 impl CreateWorld {
-    pub fn validate(self) -> Result<WorldDraft> {
+    /// Validates everything but the plugins, which need the sandbox (see `Coordinator::attach`).
+    pub fn validate(self) -> Result<(WorldDraft, Vec<crate::attach::PluginRequest>)> {
         let name = check_name(&self.name)?;
-        let params = self.params.resolve().map_err(|e| {
-            Error::invalid(format!("params.{}", e.field), e.to_string()).with_code("invalid_params")
-        })?;
+        let params = self
+            .params
+            .resolve()
+            .map_err(|e| Error::invalid(format!("params.{}", e.field), e.to_string()).with_code("invalid_params"))?;
         let seed = match self.seed {
             Some(s) => s.0,
             None => {
                 let mut b = [0u8; 8];
-                getrandom::fill(&mut b)
-                    .map_err(|e| Error::internal(format!("no OS randomness for a seed: {e}")))?;
+                getrandom::fill(&mut b).map_err(|e| Error::internal(format!("no OS randomness for a seed: {e}")))?;
                 u64::from_le_bytes(b)
             }
         };
-        Ok(WorldDraft {
-            name,
-            seed,
-            params,
-            plugins: Vec::new(),
-        })
+        Ok((WorldDraft { name, seed, params, plugins: Vec::new() }, self.plugins))
     }
 }
 
@@ -215,11 +197,7 @@ pub struct ErrorBody<'a> {
 
 impl<'a> From<&'a Error> for ErrorBody<'a> {
     fn from(e: &'a Error) -> Self {
-        ErrorBody {
-            code: e.code(),
-            message: &e.message,
-            field: e.field.as_deref(),
-        }
+        ErrorBody { code: e.code(), message: &e.message, field: e.field.as_deref() }
     }
 }
 
@@ -244,38 +222,12 @@ mod tests {
     #[test]
     fn seeds_accept_integers_and_text_but_not_negatives_or_fractions() {
         let w = |body: &str| parse_json::<CreateWorld>(body.as_bytes());
-        assert_eq!(
-            w(r#"{"name":"a","seed":18446744073709551615}"#)
-                .unwrap()
-                .seed,
-            Some(Seed(u64::MAX))
-        );
-        assert_eq!(
-            w(r#"{"name":"a","seed":"42"}"#).unwrap().seed,
-            Some(Seed(42))
-        );
-        let text = w(r#"{"name":"a","seed":"my world"}"#)
-            .unwrap()
-            .seed
-            .unwrap();
-        assert_eq!(
-            text,
-            w(r#"{"name":"a","seed":"my world"}"#)
-                .unwrap()
-                .seed
-                .unwrap()
-        );
-        assert_eq!(
-            w(r#"{"name":"a","seed":-1}"#).unwrap_err().field.as_deref(),
-            Some("seed")
-        );
-        assert_eq!(
-            w(r#"{"name":"a","seed":1.5}"#)
-                .unwrap_err()
-                .field
-                .as_deref(),
-            Some("seed")
-        );
+        assert_eq!(w(r#"{"name":"a","seed":18446744073709551615}"#).unwrap().seed, Some(Seed(u64::MAX)));
+        assert_eq!(w(r#"{"name":"a","seed":"42"}"#).unwrap().seed, Some(Seed(42)));
+        let text = w(r#"{"name":"a","seed":"my world"}"#).unwrap().seed.unwrap();
+        assert_eq!(text, w(r#"{"name":"a","seed":"my world"}"#).unwrap().seed.unwrap());
+        assert_eq!(w(r#"{"name":"a","seed":-1}"#).unwrap_err().field.as_deref(), Some("seed"));
+        assert_eq!(w(r#"{"name":"a","seed":1.5}"#).unwrap_err().field.as_deref(), Some("seed"));
     }
 
     #[test]

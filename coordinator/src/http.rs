@@ -85,22 +85,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(web::get().to(healthz)))
         .service(resource("/v1/biomes").route(web::get().to(biomes)))
         .service(resource("/v1/params").route(web::get().to(params)))
-        .service(
-            resource("/v1/worlds")
-                .route(web::post().to(create_world))
-                .route(web::get().to(list_worlds)),
-        )
+        .service(resource("/v1/worlds").route(web::post().to(create_world)).route(web::get().to(list_worlds)))
         .service(resource("/v1/worlds/{id}").route(web::get().to(get_world)))
         .service(resource("/v1/worlds/{id}/chunks/{cx}/{cz}").route(web::get().to(get_chunk)))
         .service(resource("/v1/worlds/{id}/stream").route(web::get().to(crate::stream::stream)));
 }
 
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    let e = Error::new(
-        ErrorKind::Malformed,
-        format!("{} is not supported on {}", req.method(), req.path()),
-    )
-    .with_code("method_not_allowed");
+    let e = Error::new(ErrorKind::Malformed, format!("{} is not supported on {}", req.method(), req.path()))
+        .with_code("method_not_allowed");
     ApiError(e, StatusCode::METHOD_NOT_ALLOWED).error_response()
 }
 
@@ -118,29 +111,16 @@ pub fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
         }
         let status = res.status();
         let (code, message) = match status {
-            StatusCode::NOT_FOUND => (
-                "no_route",
-                "no such endpoint; see the README for the API".to_owned(),
-            ),
-            StatusCode::METHOD_NOT_ALLOWED => (
-                "method_not_allowed",
-                "this endpoint does not accept that method".into(),
-            ),
+            StatusCode::NOT_FOUND => ("no_route", "no such endpoint; see the README for the API".to_owned()),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("method_not_allowed", "this endpoint does not accept that method".into())
+            }
             StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the request body is too large".into()),
-            s if s.is_client_error() => (
-                "bad_request",
-                format!("bad request: {}", s.canonical_reason().unwrap_or("")),
-            ),
-            s => (
-                "internal",
-                format!("server error: {}", s.canonical_reason().unwrap_or("")),
-            ),
+            s if s.is_client_error() => ("bad_request", format!("bad request: {}", s.canonical_reason().unwrap_or(""))),
+            s => ("internal", format!("server error: {}", s.canonical_reason().unwrap_or(""))),
         };
-        let replacement =
-            HttpResponse::build(status).json(json!({ "code": code, "message": message }));
-        Ok(ErrorHandlerResponse::Response(
-            res.into_response(replacement).map_into_right_body(),
-        ))
+        let replacement = HttpResponse::build(status).json(json!({ "code": code, "message": message }));
+        Ok(ErrorHandlerResponse::Response(res.into_response(replacement).map_into_right_body()))
     })
 }
 
@@ -168,7 +148,8 @@ async fn params() -> HttpResponse {
 }
 
 async fn create_world(state: web::Data<AppState>, body: Bytes) -> ApiResult<HttpResponse> {
-    let draft = api::parse_json::<CreateWorld>(&body)?.validate()?;
+    let (mut draft, plugins) = api::parse_json::<CreateWorld>(&body)?.validate()?;
+    draft.plugins = state.coordinator.attach(plugins).await?;
     let world = state.coordinator.create_world(draft, None).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/worlds/{}", world.record.id)))
@@ -189,12 +170,9 @@ async fn get_world(state: web::Data<AppState>, id: web::Path<String>) -> ApiResu
 /// Parses a chunk coordinate path segment.
 pub fn parse_coord(name: &str, raw: &str) -> Result<i32, Error> {
     raw.parse::<i32>().map_err(|_| {
-        Error::new(
-            ErrorKind::Malformed,
-            format!("{name} must be an integer chunk coordinate, got {raw:?}"),
-        )
-        .with_field(name)
-        .with_code("invalid_coordinate")
+        Error::new(ErrorKind::Malformed, format!("{name} must be an integer chunk coordinate, got {raw:?}"))
+            .with_field(name)
+            .with_code("invalid_coordinate")
     })
 }
 
@@ -208,29 +186,18 @@ fn negotiate(req: &HttpRequest) -> Result<Format, Error> {
         return Ok(Format::Json);
     };
     let accept = accept.to_str().unwrap_or("");
-    let ranges: Vec<&str> = accept
-        .split(',')
-        .map(|r| r.split(';').next().unwrap_or("").trim())
-        .filter(|r| !r.is_empty())
-        .collect();
+    let ranges: Vec<&str> =
+        accept.split(',').map(|r| r.split(';').next().unwrap_or("").trim()).filter(|r| !r.is_empty()).collect();
     if ranges.is_empty() {
         return Ok(Format::Json);
     }
-    if let Some(first) = ranges
-        .iter()
-        .find(|r| matches!(**r, POSTCARD | "application/json" | "application/*" | "*/*"))
+    if let Some(first) = ranges.iter().find(|r| matches!(**r, POSTCARD | "application/json" | "application/*" | "*/*"))
     {
-        return Ok(if *first == POSTCARD {
-            Format::Postcard
-        } else {
-            Format::Json
-        });
+        return Ok(if *first == POSTCARD { Format::Postcard } else { Format::Json });
     }
     Err(Error::new(
         ErrorKind::NotAcceptable,
-        format!(
-            "cannot produce {accept:?}; chunks are available as application/json or {POSTCARD}"
-        ),
+        format!("cannot produce {accept:?}; chunks are available as application/json or {POSTCARD}"),
     ))
 }
 
@@ -244,17 +211,11 @@ async fn get_chunk(
     let coord = ChunkCoord::new(parse_coord("cx", &cx)?, parse_coord("cz", &cz)?);
     let format = negotiate(&req)?;
     let reply = state.coordinator.chunk(&world, coord).await?;
-    let etag = format!(
-        "\"{}-r{}-{}-{}\"",
-        world.record.id, reply.record.revision, coord.cx, coord.cz
-    );
+    let etag = format!("\"{}-r{}-{}-{}\"", world.record.id, reply.record.revision, coord.cx, coord.cz);
     let mut res = HttpResponse::Ok();
     res.insert_header((header::ETAG, etag))
         .insert_header(("X-Worldloom-Revision", reply.record.revision.to_string()))
-        .insert_header((
-            "X-Worldloom-Cache",
-            if reply.generated { "miss" } else { "hit" },
-        ));
+        .insert_header(("X-Worldloom-Cache", if reply.generated { "miss" } else { "hit" }));
     Ok(match format {
         Format::Postcard => res.content_type(POSTCARD).body(reply.bytes.clone()),
         Format::Json => res.json(reply.record.json()),

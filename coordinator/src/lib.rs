@@ -7,6 +7,7 @@
 
 pub mod actor;
 pub mod api;
+pub mod attach;
 pub mod http;
 mod stream;
 
@@ -50,9 +51,7 @@ pub struct Coordinator {
 }
 
 fn now_unix_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Coordinator {
@@ -95,11 +94,7 @@ impl Coordinator {
     }
 
     /// Stores a new world (written before it is listed) and registers it.
-    pub async fn create_world(
-        &self,
-        draft: api::WorldDraft,
-        owner: Option<String>,
-    ) -> Result<Arc<World>> {
+    pub async fn create_world(&self, draft: api::WorldDraft, owner: Option<String>) -> Result<Arc<World>> {
         let now = now_unix_s();
         let record = WorldRecord {
             id: WorldId::random(),
@@ -117,10 +112,7 @@ impl Coordinator {
             return Err(Error::internal("world id collision; retry the request"));
         }
         let world = World::new(record);
-        self.worlds
-            .write()
-            .expect("worlds lock")
-            .insert(world.record.id.clone(), world.clone());
+        self.worlds.write().expect("worlds lock").insert(world.record.id.clone(), world.clone());
         Ok(world)
     }
 
@@ -136,16 +128,8 @@ impl Coordinator {
 
     /// Every world, oldest first.
     pub fn worlds(&self) -> Vec<Arc<World>> {
-        let mut all: Vec<_> = self
-            .worlds
-            .read()
-            .expect("worlds lock")
-            .values()
-            .cloned()
-            .collect();
-        all.sort_by(|a, b| {
-            (a.record.created_unix_s, &a.record.id).cmp(&(b.record.created_unix_s, &b.record.id))
-        });
+        let mut all: Vec<_> = self.worlds.read().expect("worlds lock").values().cloned().collect();
+        all.sort_by(|a, b| (a.record.created_unix_s, &a.record.id).cmp(&(b.record.created_unix_s, &b.record.id)));
         all
     }
 
@@ -163,18 +147,12 @@ impl Coordinator {
         }
         let node = self
             .actor
-            .send(Route {
-                world: world.record.id.clone(),
-                region: coord.region(),
-            })
+            .send(Route { world: world.record.id.clone(), region: coord.region() })
             .await
             .map_err(|_| Error::unavailable("the coordinator is shutting down"))?
             .ok_or_else(|| Error::unavailable("no generation node is live; retry shortly"))?;
         node.generate
-            .send(Generate {
-                spec: world.spec.clone(),
-                coord,
-            })
+            .send(Generate { spec: world.spec.clone(), coord })
             .await
             .map_err(|_| Error::unavailable("the generation node did not answer; retry shortly"))?
     }

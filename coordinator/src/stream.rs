@@ -69,17 +69,11 @@ pub(crate) async fn stream(
     let world = state.coordinator.world(&id)?;
     let (response, session, messages) = actix_ws::handle(&req, body).map_err(|e| {
         ApiError::from(
-            Error::new(
-                ErrorKind::Malformed,
-                format!("not a WebSocket upgrade: {e}"),
-            )
-            .with_code("not_websocket"),
+            Error::new(ErrorKind::Malformed, format!("not a WebSocket upgrade: {e}")).with_code("not_websocket"),
         )
     })?;
-    let messages = messages
-        .max_frame_size(MAX_CLIENT_FRAME)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_CLIENT_FRAME);
+    let messages =
+        messages.max_frame_size(MAX_CLIENT_FRAME).aggregate_continuations().max_continuation_size(MAX_CLIENT_FRAME);
     let coordinator = state.coordinator.clone();
     actix_web::rt::spawn(async move {
         if let Err(e) = serve(coordinator, world, session, messages).await {
@@ -108,18 +102,14 @@ fn subscribe(
     if sub.radius > max {
         return Err(Error::invalid(
             "radius",
-            format!(
-                "radius {} is larger than this server's maximum of {max}",
-                sub.radius
-            ),
+            format!("radius {} is larger than this server's maximum of {max}", sub.radius),
         )
         .with_code("radius_too_large"));
     }
     let center = ChunkCoord::new(sub.center[0], sub.center[1]);
     if !center.in_bounds() {
         return Err(
-            Error::invalid("center", format!("center {center} is out of range"))
-                .with_code("coordinate_out_of_range"),
+            Error::invalid("center", format!("center {center} is out of range")).with_code("coordinate_out_of_range")
         );
     }
     let all = square_nearest_first(center, sub.radius);
@@ -134,13 +124,7 @@ fn subscribe(
             async move { (coord, coordinator.chunk(&world, coord).await) }
         })
         .buffered(inflight);
-    Ok(Subscription {
-        center,
-        radius: sub.radius,
-        plan: Box::pin(plan),
-        sent: 0,
-        already_had,
-    })
+    Ok(Subscription { center, radius: sub.radius, plan: Box::pin(plan), sent: 0, already_had })
 }
 
 async fn serve(
@@ -214,10 +198,7 @@ mod tests {
         let sq = square_nearest_first(c, 8);
         assert_eq!(sq.len(), 289);
         assert_eq!(sq[0], c);
-        assert!(
-            sq.windows(2)
-                .all(|w| w[0].distance2(c) <= w[1].distance2(c))
-        );
+        assert!(sq.windows(2).all(|w| w[0].distance2(c) <= w[1].distance2(c)));
         let unique: HashSet<_> = sq.iter().collect();
         assert_eq!(unique.len(), 289);
         assert!(sq.iter().all(|x| x.ring_distance(c) <= 8));

@@ -9,9 +9,7 @@
 use std::collections::BTreeSet;
 
 use worldloom_cluster::model::{AttachedPlugin, ChunkRecord, GenSpec, PluginFailure};
-use worldloom_plugin_abi::{
-    ErrorKind, FeatureOut, HookInput, HookName, HookOutput, LayerBuffers, PluginError,
-};
+use worldloom_plugin_abi::{ErrorKind, FeatureOut, HookInput, HookName, HookOutput, LayerBuffers, PluginError};
 use worldloom_worldgen::hash::{derive, hash2, stream};
 use worldloom_worldgen::{CHUNK_COLUMNS, CHUNK_SIZE, Chunk, ChunkCoord, Feature, Generator};
 
@@ -20,11 +18,7 @@ pub trait HookRunner {
     /// Whether `plugin` defines `hook`; an error if the plugin cannot be loaded.
     fn defines(&mut self, plugin: &AttachedPlugin, hook: HookName) -> Result<bool, PluginError>;
     /// Runs one hook call. Outputs are validated by the runner.
-    fn run(
-        &mut self,
-        plugin: &AttachedPlugin,
-        input: &HookInput,
-    ) -> Result<HookOutput, PluginError>;
+    fn run(&mut self, plugin: &AttachedPlugin, input: &HookInput) -> Result<HookOutput, PluginError>;
 }
 
 /// A runner for worlds without plugins; asked to run one, it reports why it cannot.
@@ -32,16 +26,10 @@ pub struct NoPlugins;
 
 impl HookRunner for NoPlugins {
     fn defines(&mut self, _: &AttachedPlugin, _: HookName) -> Result<bool, PluginError> {
-        Err(PluginError::new(
-            ErrorKind::Trap,
-            "this node has no plugin runtime",
-        ))
+        Err(PluginError::new(ErrorKind::Trap, "this node has no plugin runtime"))
     }
     fn run(&mut self, _: &AttachedPlugin, _: &HookInput) -> Result<HookOutput, PluginError> {
-        Err(PluginError::new(
-            ErrorKind::Trap,
-            "this node has no plugin runtime",
-        ))
+        Err(PluginError::new(ErrorKind::Trap, "this node has no plugin runtime"))
     }
 }
 
@@ -74,25 +62,14 @@ fn apply(chunk: &mut Chunk, output: HookOutput) -> Result<(), String> {
         HookOutput::Terrain(t) if t.height.len() == CHUNK_COLUMNS => chunk.layers.height = t.height,
         HookOutput::Biome(b) if b.biome.len() == CHUNK_COLUMNS => chunk.layers.biome = b.biome,
         HookOutput::Features(list) => {
-            for FeatureOut {
-                x,
-                z,
-                kind,
-                properties,
-            } in list
-            {
+            for FeatureOut { x, z, kind, properties } in list {
                 let (Ok(x), Ok(z)) = (u8::try_from(x), u8::try_from(z)) else {
                     return Err(format!("feature at ({x}, {z}) is outside the chunk"));
                 };
                 if usize::from(x) >= CHUNK_SIZE || usize::from(z) >= CHUNK_SIZE {
                     return Err(format!("feature at ({x}, {z}) is outside the chunk"));
                 }
-                chunk.features.push(Feature {
-                    x,
-                    z,
-                    kind,
-                    properties,
-                });
+                chunk.features.push(Feature { x, z, kind, properties });
             }
         }
         _ => return Err("the hook returned a layer of the wrong size".into()),
@@ -148,27 +125,44 @@ impl Stage<'_> {
     }
 }
 
+/// The chunk as the hooks named `hook` see it in a world whose only plugin
+/// is the one being run (used by `worldloom plugin run`).
+pub fn stage_input(spec: &GenSpec, coord: ChunkCoord, hook: HookName) -> Chunk {
+    let core = Generator::new(spec.seed, &spec.params);
+    let mut chunk = core.terrain(coord);
+    core.climate(&mut chunk);
+    if hook == HookName::Features {
+        core.features(&mut chunk);
+    }
+    chunk
+}
+
 /// Generates one chunk of a world revision, plugins included.
 pub fn generate(spec: &GenSpec, coord: ChunkCoord, runner: &mut dyn HookRunner) -> ChunkRecord {
     let core = Generator::new(spec.seed, &spec.params);
     let mut chunk = core.terrain(coord);
-    let mut stage = Stage {
-        spec,
-        runner,
-        failures: Vec::new(),
-        broken: BTreeSet::new(),
-    };
-    stage.run(HookName::Terrain, &mut chunk);
+    let mut stage = Stage { spec, runner, failures: Vec::new(), broken: BTreeSet::new() };
+    if !spec.plugins.is_empty() {
+        // Terrain hooks may read every layer: give them the climate of the core
+        // terrain; it is recomputed below from the height they leave.
+        core.climate(&mut chunk);
+        stage.run(HookName::Terrain, &mut chunk);
+    }
     core.climate(&mut chunk);
     stage.run(HookName::Biome, &mut chunk);
     core.features(&mut chunk);
     stage.run(HookName::Features, &mut chunk);
-    ChunkRecord {
-        world: spec.world.clone(),
-        revision: spec.revision,
-        chunk,
-        plugin_failures: stage.failures,
-    }
+    ChunkRecord { world: spec.world.clone(), revision: spec.revision, chunk, plugin_failures: stage.failures }
+}
+
+/// The input a hook call gets for a chunk (public for `worldloom plugin run`).
+pub fn hook_input(spec: &GenSpec, plugin: &AttachedPlugin, hook: HookName, chunk: &Chunk) -> HookInput {
+    input(spec, plugin, hook, chunk)
+}
+
+/// Applies a validated hook output to a chunk (public for `worldloom plugin run`).
+pub fn apply_output(chunk: &mut Chunk, output: HookOutput) -> Result<(), String> {
+    apply(chunk, output)
 }
 
 #[cfg(test)]
@@ -183,13 +177,7 @@ mod tests {
     use super::*;
 
     fn spec(plugins: Vec<AttachedPlugin>) -> GenSpec {
-        GenSpec {
-            world: WorldId::random(),
-            revision: 0,
-            seed: 9,
-            params: Params::default(),
-            plugins,
-        }
+        GenSpec { world: WorldId::random(), revision: 0, seed: 9, params: Params::default(), plugins }
     }
 
     fn plugin(name: &str) -> AttachedPlugin {
@@ -207,25 +195,15 @@ mod tests {
 
     impl HookRunner for Scripted {
         fn defines(&mut self, p: &AttachedPlugin, _: HookName) -> Result<bool, PluginError> {
-            if p.name == "unloadable" {
-                Err(PluginError::new(ErrorKind::Syntax, "bad"))
-            } else {
-                Ok(true)
-            }
+            if p.name == "unloadable" { Err(PluginError::new(ErrorKind::Syntax, "bad")) } else { Ok(true) }
         }
-        fn run(
-            &mut self,
-            p: &AttachedPlugin,
-            input: &HookInput,
-        ) -> Result<HookOutput, PluginError> {
+        fn run(&mut self, p: &AttachedPlugin, input: &HookInput) -> Result<HookOutput, PluginError> {
             self.0.push((p.name.clone(), input.hook));
             match input.hook {
                 HookName::Terrain => Ok(HookOutput::Terrain(TerrainOutput {
                     height: input.layers.height.iter().map(|h| h + 1000.0).collect(),
                 })),
-                HookName::Biome => Ok(HookOutput::Biome(BiomeOutput {
-                    biome: vec![FOREST; input.layers.biome.len()],
-                })),
+                HookName::Biome => Ok(HookOutput::Biome(BiomeOutput { biome: vec![FOREST; input.layers.biome.len()] })),
                 HookName::Features => Err(PluginError::new(ErrorKind::Timeout, "slow")),
             }
         }
@@ -237,44 +215,19 @@ mod tests {
         let mut runner = Scripted(Vec::new());
         let rec = generate(&s, ChunkCoord::new(1, 2), &mut runner);
         let order: Vec<_> = runner.0.iter().map(|(n, h)| format!("{n}:{h}")).collect();
-        assert_eq!(
-            order,
-            [
-                "a:terrain",
-                "b:terrain",
-                "a:biome",
-                "b:biome",
-                "a:features",
-                "b:features"
-            ]
-        );
+        assert_eq!(order, ["a:terrain", "b:terrain", "a:biome", "b:biome", "a:features", "b:features"]);
         // Each stage sees the previous one's output: climate after raised terrain,
         // core features after the plugins' biomes; failed features hooks change nothing.
         let core = Generator::new(s.seed, &s.params);
         let mut expect = core.terrain(ChunkCoord::new(1, 2));
-        expect
-            .layers
-            .height
-            .iter_mut()
-            .for_each(|h| *h = *h + 1000.0 + 1000.0);
+        expect.layers.height.iter_mut().for_each(|h| *h = *h + 1000.0 + 1000.0);
         core.climate(&mut expect);
         expect.layers.biome.fill(FOREST);
         core.features(&mut expect);
         assert_eq!(rec.chunk, expect);
         assert!(!rec.chunk.features.is_empty());
-        let kinds: Vec<_> = rec
-            .plugin_failures
-            .iter()
-            .map(|f| (f.plugin.as_str(), f.kind))
-            .collect();
-        assert_eq!(
-            kinds,
-            [
-                ("unloadable", ErrorKind::Syntax),
-                ("a", ErrorKind::Timeout),
-                ("b", ErrorKind::Timeout)
-            ]
-        );
+        let kinds: Vec<_> = rec.plugin_failures.iter().map(|f| (f.plugin.as_str(), f.kind)).collect();
+        assert_eq!(kinds, [("unloadable", ErrorKind::Syntax), ("a", ErrorKind::Timeout), ("b", ErrorKind::Timeout)]);
     }
 
     #[test]
@@ -283,9 +236,6 @@ mod tests {
         let c = ChunkCoord::new(0, 0);
         assert_eq!(plugin_random_seed(1, &a, c), plugin_random_seed(1, &a, c));
         assert_ne!(plugin_random_seed(1, &a, c), plugin_random_seed(1, &b, c));
-        assert_ne!(
-            plugin_random_seed(1, &a, c),
-            plugin_random_seed(1, &a, ChunkCoord::new(0, 1))
-        );
+        assert_ne!(plugin_random_seed(1, &a, c), plugin_random_seed(1, &a, ChunkCoord::new(0, 1)));
     }
 }

@@ -52,10 +52,7 @@ impl WorkerPlugins for NoWorkerPlugins {
     fn check(&mut self, _: &str, _: &str) -> PluginCheck {
         PluginCheck {
             info: None,
-            error: Some(PluginError::new(
-                ErrorKind::Trap,
-                "this node has no plugin runtime",
-            )),
+            error: Some(PluginError::new(ErrorKind::Trap, "this node has no plugin runtime")),
             warnings: Vec::new(),
             log: String::new(),
             stats: Default::default(),
@@ -108,48 +105,28 @@ impl WorkerPool {
 
     fn submit(&self, job: Job) -> Result<()> {
         self.queue.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => {
-                Error::unavailable("the node's generation queue is full; retry shortly")
-            }
+            TrySendError::Full(_) => Error::unavailable("the node's generation queue is full; retry shortly"),
             TrySendError::Disconnected(_) => Error::internal("the node's workers have stopped"),
         })
     }
 
     /// Generates one chunk on a worker.
-    pub async fn generate(
-        &self,
-        spec: Arc<GenSpec>,
-        coord: ChunkCoord,
-        sources: Arc<Sources>,
-    ) -> Result<ChunkRecord> {
+    pub async fn generate(&self, spec: Arc<GenSpec>, coord: ChunkCoord, sources: Arc<Sources>) -> Result<ChunkRecord> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Job::Generate {
-            spec,
-            coord,
-            sources,
-            reply,
-        })?;
-        rx.await
-            .map_err(|_| Error::internal("a generation worker stopped mid-job"))?
+        self.submit(Job::Generate { spec, coord, sources, reply })?;
+        rx.await.map_err(|_| Error::internal("a generation worker stopped mid-job"))?
     }
 
     /// Checks a plugin on a worker.
     pub async fn check(&self, name: String, source: String) -> Result<PluginCheck> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Job::Check {
-            name,
-            source,
-            reply,
-        })?;
-        rx.await
-            .map_err(|_| Error::internal("a generation worker stopped mid-job"))?
+        self.submit(Job::Check { name, source, reply })?;
+        rx.await.map_err(|_| Error::internal("a generation worker stopped mid-job"))?
     }
 }
 
 fn panicked(what: &str) -> Error {
-    Error::internal(format!(
-        "{what} panicked; this is a bug in Worldloom, not in your request"
-    ))
+    Error::internal(format!("{what} panicked; this is a bug in Worldloom, not in your request"))
 }
 
 fn work(rx: Arc<Mutex<Receiver<Job>>>, runtime: Arc<dyn PluginRuntime>) {
@@ -161,12 +138,7 @@ fn work(rx: Arc<Mutex<Receiver<Job>>>, runtime: Arc<dyn PluginRuntime>) {
         };
         let Ok(job) = job else { return };
         match job {
-            Job::Generate {
-                spec,
-                coord,
-                sources,
-                reply,
-            } => {
+            Job::Generate { spec, coord, sources, reply } => {
                 let out = catch_unwind(AssertUnwindSafe(|| {
                     let mut runner = plugins.runner(&sources);
                     pipeline::generate(&spec, coord, runner.as_mut())
@@ -177,11 +149,7 @@ fn work(rx: Arc<Mutex<Receiver<Job>>>, runtime: Arc<dyn PluginRuntime>) {
                 }
                 let _ = reply.send(out.map_err(|_| panicked("chunk generation")));
             }
-            Job::Check {
-                name,
-                source,
-                reply,
-            } => {
+            Job::Check { name, source, reply } => {
                 let out = catch_unwind(AssertUnwindSafe(|| plugins.check(&name, &source)));
                 if out.is_err() {
                     plugins = runtime.worker();

@@ -48,22 +48,14 @@ pub fn put_u16s(buf: &mut Vec<u8>, values: &[u16]) {
 
 /// Reads exactly `n` little-endian `f32` values; `None` if the length is wrong.
 pub fn get_f32s(bytes: &[u8], n: usize) -> Option<Vec<f32>> {
-    (bytes.len() == n.checked_mul(4)?).then(|| {
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    })
+    (bytes.len() == n.checked_mul(4)?)
+        .then(|| bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 /// Reads exactly `n` little-endian `u16` values; `None` if the length is wrong.
 pub fn get_u16s(bytes: &[u8], n: usize) -> Option<Vec<u16>> {
-    (bytes.len() == n.checked_mul(2)?).then(|| {
-        bytes
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect()
-    })
+    (bytes.len() == n.checked_mul(2)?)
+        .then(|| bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
 }
 
 #[cfg(test)]

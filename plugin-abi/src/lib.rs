@@ -7,6 +7,7 @@
 //! the frame layout of [`frame`].
 
 pub mod frame;
+pub mod params;
 mod value;
 
 use std::collections::BTreeMap;
@@ -229,11 +230,7 @@ pub struct PluginError {
 
 impl PluginError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            line: None,
-        }
+        Self { kind, message: message.into(), line: None }
     }
 }
 

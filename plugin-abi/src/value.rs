@@ -29,13 +29,13 @@ impl Value {
         }
     }
 
-    /// The name of the value's type, for error messages.
+    /// The value's type with an article, for error messages ("an integer").
     pub fn type_name(&self) -> &'static str {
         match self {
-            Value::Bool(_) => "boolean",
-            Value::Int(_) => "integer",
-            Value::Float(_) => "number",
-            Value::Str(_) => "string",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a number",
+            Value::Str(_) => "a string",
         }
     }
 }
@@ -84,9 +84,7 @@ impl<'de> Visitor<'de> for PlainVisitor {
         Ok(Value::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        i64::try_from(v)
-            .map(Value::Int)
-            .map_err(|_| E::custom("integer out of the 64-bit signed range"))
+        i64::try_from(v).map(Value::Int).map_err(|_| E::custom("integer out of the 64-bit signed range"))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Float(v))

@@ -12,10 +12,7 @@ async fn get(url: String) -> (u16, Value) {
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["code"], want_code, "{body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| m.len() > 10),
-        "a helpful message: {body}"
-    );
+    assert!(body["message"].as_str().is_some_and(|m| m.len() > 10), "a helpful message: {body}");
 }
 
 #[tokio::test]
@@ -35,18 +32,11 @@ async fn health_and_reference_tables_are_served() {
 #[tokio::test]
 async fn creating_a_world_fills_in_defaults_and_lists_it() {
     let s = start("memory://");
-    let w = create_world(
-        &s.base,
-        json!({"name": "Terra", "seed": 42, "params": {"octaves": 4}}),
-    )
-    .await;
+    let w = create_world(&s.base, json!({"name": "Terra", "seed": 42, "params": {"octaves": 4}})).await;
     let id = w["id"].as_str().unwrap();
     assert_eq!(w["seed"], 42);
     assert_eq!(w["params"]["octaves"], 4);
-    assert_eq!(
-        w["params"]["height_scale"], 600.0,
-        "defaults are filled in: {w}"
-    );
+    assert_eq!(w["params"]["height_scale"], 600.0, "defaults are filled in: {w}");
     assert_eq!(w["revision"], 0);
     let (status, got) = get(format!("{}/v1/worlds/{id}", s.base)).await;
     assert_eq!(status, 200);
@@ -70,33 +60,19 @@ async fn a_chunk_in_json_has_named_32_by_32_layers_and_features() {
     let id = w["id"].as_str().unwrap();
     let (status, c) = get(format!("{}/v1/worlds/{id}/chunks/-3/5", s.base)).await;
     assert_eq!(status, 200, "{c}");
-    assert_eq!(
-        (c["cx"].as_i64(), c["cz"].as_i64(), c["size"].as_u64()),
-        (Some(-3), Some(5), Some(32))
-    );
+    assert_eq!((c["cx"].as_i64(), c["cz"].as_i64(), c["size"].as_u64()), (Some(-3), Some(5), Some(32)));
     for layer in ["height", "temperature", "moisture", "biome"] {
         let rows = c["layers"][layer].as_array().unwrap();
         assert_eq!(rows.len(), 32, "{layer}");
-        assert!(
-            rows.iter().all(|r| r.as_array().unwrap().len() == 32),
-            "{layer}"
-        );
+        assert!(rows.iter().all(|r| r.as_array().unwrap().len() == 32), "{layer}");
     }
     assert!(c["features"].is_array());
     // The JSON and postcard forms carry the same chunk, equal to the core's.
     let (_, record) = chunk_postcard(&s.base, id, -3, 5).await;
-    let core = worldloom_worldgen::generate_chunk(
-        7,
-        &Default::default(),
-        worldloom_worldgen::ChunkCoord::new(-3, 5),
-    );
+    let core = worldloom_worldgen::generate_chunk(7, &Default::default(), worldloom_worldgen::ChunkCoord::new(-3, 5));
     assert_eq!(record.chunk, core);
     let h = |x: usize, z: usize| c["layers"]["height"][x][z].as_f64().unwrap() as f32;
-    assert_eq!(
-        h(2, 9),
-        core.layers.height[2 * 32 + 9],
-        "layers are indexed [x][z]"
-    );
+    assert_eq!(h(2, 9), core.layers.height[2 * 32 + 9], "layers are indexed [x][z]");
     assert_eq!(c["features"].as_array().unwrap().len(), core.features.len());
     s.stop();
 }
@@ -110,13 +86,7 @@ async fn bad_input_gets_a_clear_json_4xx_never_a_5xx() {
     let post = |body: &'static str| {
         let url = format!("{base}/v1/worlds");
         async move {
-            let res = client()
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+            let res = client().post(url).header("content-type", "application/json").body(body).send().await.unwrap();
             let status = res.status().as_u16();
             (status, res.json::<Value>().await.unwrap())
         }
@@ -158,33 +128,17 @@ async fn bad_input_gets_a_clear_json_4xx_never_a_5xx() {
     let (st, b) = get(format!("{base}/v1/worlds/{id}/chunks/2000000000/0")).await;
     assert_error(st, &b, 422, "coordinate_out_of_range");
     // An unsupported representation.
-    let res = client()
-        .get(format!("{base}/v1/worlds/{id}/chunks/0/0"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let res =
+        client().get(format!("{base}/v1/worlds/{id}/chunks/0/0")).header("accept", "text/html").send().await.unwrap();
     assert_eq!(res.status(), 406);
     // Unknown routes, wrong methods and oversized bodies are JSON too.
     let (st, b) = get(format!("{base}/v2/nothing")).await;
     assert_error(st, &b, 404, "no_route");
-    let res = client()
-        .delete(format!("{base}/v1/worlds"))
-        .send()
-        .await
-        .unwrap();
+    let res = client().delete(format!("{base}/v1/worlds")).send().await.unwrap();
     assert_eq!(res.status(), 405);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["code"],
-        "method_not_allowed"
-    );
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "method_not_allowed");
     let huge = format!(r#"{{"name": "{}"}}"#, "x".repeat(2 << 20));
-    let res = client()
-        .post(format!("{base}/v1/worlds"))
-        .body(huge)
-        .send()
-        .await
-        .unwrap();
+    let res = client().post(format!("{base}/v1/worlds")).body(huge).send().await.unwrap();
     assert_eq!(res.status(), 413);
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "too_large");
     // Nothing above created a world.

@@ -18,8 +18,13 @@ fn golden<T: Versioned + PartialEq + std::fmt::Debug>(name: &str, value: &T) {
     if !path.exists() && std::env::var_os("WORLDLOOM_BLESS").is_some() {
         std::fs::write(&path, &encoded).expect("writing a golden file");
     }
-    let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (bless it once with WORLDLOOM_BLESS=1)", path.display()));
-    assert_eq!(&wire::decode::<T>(&stored).expect("the golden file decodes"), value, "{name} decodes to the same value");
+    let stored = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (bless it once with WORLDLOOM_BLESS=1)", path.display()));
+    assert_eq!(
+        &wire::decode::<T>(&stored).expect("the golden file decodes"),
+        value,
+        "{name} decodes to the same value"
+    );
     assert_eq!(stored, encoded, "{name}: the encoding changed; bump the version instead");
 }
 

@@ -4,4 +4,5 @@ mod api;
 mod determinism;
 mod golden;
 mod persistence;
+mod s3;
 mod stream;

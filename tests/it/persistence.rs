@@ -19,22 +19,12 @@ async fn worlds_and_chunks_survive_a_restart_without_regeneration() {
     p.kill();
 
     let p = spawn(&dir.uri(), &[]);
-    let list: serde_json::Value = client()
-        .get(format!("{}/v1/worlds", p.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value =
+        client().get(format!("{}/v1/worlds", p.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(list["worlds"][0]["id"], id.as_str());
     assert_eq!(list["worlds"][0]["name"], "Keep");
     let again = client().get(url(&p.base)).send().await.unwrap();
-    assert_eq!(
-        again.headers()["x-worldloom-cache"],
-        "hit",
-        "the chunk came from storage"
-    );
+    assert_eq!(again.headers()["x-worldloom-cache"], "hit", "the chunk came from storage");
     assert_eq!(again.json::<serde_json::Value>().await.unwrap(), first);
     let (bytes_after, _) = chunk_postcard(&p.base, &id, 4, -2).await;
     assert_eq!(bytes_before, bytes_after);

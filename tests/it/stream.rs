@@ -21,12 +21,7 @@ async fn a_radius_8_square_arrives_nearest_first_then_done() {
     assert_eq!(done["radius"], 8);
     let coords: Vec<ChunkCoord> = chunks.iter().map(|c| c.chunk.coord).collect();
     assert_eq!(coords[0], center);
-    assert!(
-        coords
-            .windows(2)
-            .all(|p| p[0].distance2(center) <= p[1].distance2(center)),
-        "nearest first"
-    );
+    assert!(coords.windows(2).all(|p| p[0].distance2(center) <= p[1].distance2(center)), "nearest first");
     let unique: HashSet<_> = coords.iter().collect();
     assert_eq!(unique.len(), 289);
     assert!(coords.iter().all(|c| c.ring_distance(center) <= 8));
@@ -65,10 +60,7 @@ async fn bad_subscriptions_get_error_frames_and_the_socket_stays_usable() {
         (r#"{"center":[0,0]}"#, "invalid_subscription"),
         ("not json", "invalid_subscription"),
         (r#"{"center":[0,0],"radius":-1}"#, "invalid_subscription"),
-        (
-            r#"{"center":[2000000000,0],"radius":1}"#,
-            "coordinate_out_of_range",
-        ),
+        (r#"{"center":[2000000000,0],"radius":1}"#, "coordinate_out_of_range"),
     ] {
         ws.send_text(text).await;
         match ws.next().await {
@@ -86,15 +78,8 @@ async fn bad_subscriptions_get_error_frames_and_the_socket_stays_usable() {
 #[tokio::test]
 async fn streaming_an_unknown_world_is_a_json_404() {
     let s = start("memory://");
-    let res = client()
-        .get(format!("{}/v1/worlds/w0000000000000000/stream", s.base))
-        .send()
-        .await
-        .unwrap();
+    let res = client().get(format!("{}/v1/worlds/w0000000000000000/stream", s.base)).send().await.unwrap();
     assert_eq!(res.status(), 404);
-    assert_eq!(
-        res.json::<serde_json::Value>().await.unwrap()["code"],
-        "not_found"
-    );
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["code"], "not_found");
     s.stop();
 }

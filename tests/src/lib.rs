@@ -36,19 +36,11 @@ pub fn start(data: &str) -> InProcess {
 
 /// Like [`start`], with a chance to adjust the configuration.
 pub fn start_with(data: &str, adjust: impl FnOnce(&mut Config)) -> InProcess {
-    let mut config = Config {
-        data: data.into(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        workers: 2,
-        ..Config::default()
-    };
+    let mut config =
+        Config { data: data.into(), listen: SocketAddr::from(([127, 0, 0, 1], 0)), workers: 2, ..Config::default() };
     adjust(&mut config);
-    let server =
-        worldloom_cli::start(config, Arc::new(worldloom_node::NoRuntime)).expect("server starts");
-    InProcess {
-        base: format!("http://{}", server.addr),
-        server: Some(server),
-    }
+    let server = worldloom_cli::start(config, Arc::new(worldloom_node::NoRuntime)).expect("server starts");
+    InProcess { base: format!("http://{}", server.addr), server: Some(server) }
 }
 
 /// A `worldloom serve` child process, killed when dropped.
@@ -75,10 +67,7 @@ impl Process {
 /// The `worldloom` binary built next to this test binary.
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
     let bin = dir.join("worldloom");
     assert!(
         bin.exists(),
@@ -100,9 +89,7 @@ pub fn spawn(data: &str, extra: &[&str]) -> Process {
         .expect("spawning worldloom");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reading the listen line");
+    BufReader::new(stdout).read_line(&mut line).expect("reading the listen line");
     let base = line
         .trim()
         .strip_prefix("worldloom listening on ")
@@ -138,20 +125,12 @@ impl Drop for TempDir {
 pub fn client() -> reqwest::Client {
     // reqwest is built without a default TLS provider (OpenDAL brings rustls without one).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("http client")
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client")
 }
 
 /// Creates a world and returns its JSON.
 pub async fn create_world(base: &str, body: serde_json::Value) -> serde_json::Value {
-    let res = client()
-        .post(format!("{base}/v1/worlds"))
-        .json(&body)
-        .send()
-        .await
-        .expect("POST /v1/worlds");
+    let res = client().post(format!("{base}/v1/worlds")).json(&body).send().await.expect("POST /v1/worlds");
     let status = res.status();
     let json: serde_json::Value = res.json().await.expect("JSON body");
     assert_eq!(status, 201, "creating a world: {json}");
@@ -175,9 +154,7 @@ pub async fn chunk_postcard(base: &str, world: &str, cx: i32, cz: i32) -> (Vec<u
 
 /// A WebSocket client of `/v1/worlds/{id}/stream`.
 pub struct Stream {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 }
 
 /// What the server sent on a stream.
@@ -189,13 +166,8 @@ pub enum Frame {
 
 impl Stream {
     pub async fn connect(base: &str, world: &str) -> Stream {
-        let url = format!(
-            "{}/v1/worlds/{world}/stream",
-            base.replacen("http://", "ws://", 1)
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("WebSocket connect");
+        let url = format!("{}/v1/worlds/{world}/stream", base.replacen("http://", "ws://", 1));
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connect");
         Stream { ws }
     }
 
@@ -204,8 +176,7 @@ impl Stream {
     }
 
     pub async fn subscribe(&mut self, cx: i32, cz: i32, radius: u32) {
-        self.send_text(&format!(r#"{{"center":[{cx},{cz}],"radius":{radius}}}"#))
-            .await;
+        self.send_text(&format!(r#"{{"center":[{cx},{cz}],"radius":{radius}}}"#)).await;
     }
 
     /// The next data frame (within 60 s).
@@ -239,5 +210,64 @@ impl Stream {
                 Frame::Json(j) => panic!("unexpected JSON frame while streaming: {j}"),
             }
         }
+    }
+}
+
+/// A real S3-compatible server (moto) on an ephemeral loopback port, stopped when dropped.
+pub struct S3Server {
+    pub endpoint: String,
+    child: Child,
+}
+
+impl S3Server {
+    /// Starts moto with the given buckets created. Needs the test virtualenv `scripts/test` installs.
+    pub fn start(buckets: &[&str]) -> S3Server {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let python = root.join(".worldloom/venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: scripts/test installs moto (the test S3 server) there",
+            python.display()
+        );
+        let mut child = Command::new(python)
+            .arg(root.join("tests/s3/moto_server.py"))
+            .args(buckets)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("reading moto's endpoint");
+        let endpoint = line.trim().strip_prefix("endpoint ").unwrap_or_else(|| panic!("moto said {line:?}")).to_owned();
+        S3Server { endpoint, child }
+    }
+
+    /// Settings that reach this server.
+    pub fn settings(&self) -> worldloom_cluster::storage::S3Settings {
+        worldloom_cluster::storage::S3Settings {
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+        }
+    }
+
+    /// The environment that points a `worldloom` process at this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("WORLDLOOM_S3__ENDPOINT".into(), self.endpoint.clone()),
+            ("WORLDLOOM_S3__REGION".into(), "us-east-1".into()),
+            ("WORLDLOOM_S3__ACCESS_KEY_ID".into(), "test".into()),
+            ("WORLDLOOM_S3__SECRET_ACCESS_KEY".into(), "test".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -18,9 +18,7 @@ fn core(c: &mut Criterion) {
             black_box(g.chunk(ChunkCoord::new(i % 97, i / 97)))
         })
     });
-    group.bench_function("terrain stage", |b| {
-        b.iter(|| black_box(g.terrain(ChunkCoord::new(3, 4))))
-    });
+    group.bench_function("terrain stage", |b| b.iter(|| black_box(g.terrain(ChunkCoord::new(3, 4)))));
     let terrain = g.terrain(ChunkCoord::new(3, 4));
     group.bench_function("climate + biome stage", |b| {
         b.iter(|| {

@@ -6,12 +6,8 @@ use worldloom_worldgen::{BIOMES, CHUNK_SIZE, ChunkCoord, Generator, Params};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let seed: u64 = args
-        .next()
-        .map_or(1, |s| s.parse().expect("SEED is an integer"));
-    let radius: i32 = args
-        .next()
-        .map_or(8, |s| s.parse().expect("RADIUS is an integer"));
+    let seed: u64 = args.next().map_or(1, |s| s.parse().expect("SEED is an integer"));
+    let radius: i32 = args.next().map_or(8, |s| s.parse().expect("RADIUS is an integer"));
     let g = Generator::new(seed, &Params::default());
     let side = (2 * radius + 1) as usize * CHUNK_SIZE;
     let mut rgb = vec![0u8; side * side * 3];
@@ -26,17 +22,10 @@ fn main() {
                 for z in 0..CHUNK_SIZE {
                     let i = x * CHUNK_SIZE + z;
                     let h = c.layers.height[i];
-                    let west = if x > 0 {
-                        c.layers.height[i - CHUNK_SIZE]
-                    } else {
-                        h
-                    };
+                    let west = if x > 0 { c.layers.height[i - CHUNK_SIZE] } else { h };
                     let shade = (1.0 + (h - west) * 0.05).clamp(0.6, 1.3);
                     let base = colour(BIOMES[usize::from(c.layers.biome[i])].color);
-                    let has_feature = c
-                        .features
-                        .iter()
-                        .any(|f| usize::from(f.x) == x && usize::from(f.z) == z);
+                    let has_feature = c.features.iter().any(|f| usize::from(f.x) == x && usize::from(f.z) == z);
                     let px = (cx + radius) as usize * CHUNK_SIZE + x;
                     let pz = (cz + radius) as usize * CHUNK_SIZE + z;
                     let o = (pz * side + px) * 3;

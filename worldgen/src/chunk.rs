@@ -33,24 +33,17 @@ impl ChunkCoord {
 
     /// Whether both coordinates are within `±MAX_CHUNK_COORD`.
     pub fn in_bounds(self) -> bool {
-        self.cx.unsigned_abs() <= MAX_CHUNK_COORD as u32
-            && self.cz.unsigned_abs() <= MAX_CHUNK_COORD as u32
+        self.cx.unsigned_abs() <= MAX_CHUNK_COORD as u32 && self.cz.unsigned_abs() <= MAX_CHUNK_COORD as u32
     }
 
     /// The region this chunk belongs to.
     pub fn region(self) -> RegionCoord {
-        RegionCoord {
-            rx: self.cx.div_euclid(REGION_SIZE),
-            rz: self.cz.div_euclid(REGION_SIZE),
-        }
+        RegionCoord { rx: self.cx.div_euclid(REGION_SIZE), rz: self.cz.div_euclid(REGION_SIZE) }
     }
 
     /// World column coordinates of this chunk's column (0, 0).
     pub fn origin(self) -> (i64, i64) {
-        (
-            i64::from(self.cx) * CHUNK_SIZE as i64,
-            i64::from(self.cz) * CHUNK_SIZE as i64,
-        )
+        (i64::from(self.cx) * CHUNK_SIZE as i64, i64::from(self.cz) * CHUNK_SIZE as i64)
     }
 
     /// Chebyshev distance (the "radius" of the square it lies on) from `other`.
@@ -143,11 +136,7 @@ pub struct Chunk {
 
 impl Chunk {
     pub fn empty(coord: ChunkCoord) -> Self {
-        Self {
-            coord,
-            layers: Layers::zeroed(),
-            features: Vec::new(),
-        }
+        Self { coord, layers: Layers::zeroed(), features: Vec::new() }
     }
 }
 
@@ -176,19 +165,14 @@ mod grid {
         let flat: Vec<T> = if d.is_human_readable() {
             let rows = Vec::<Vec<T>>::deserialize(d)?;
             if rows.len() != CHUNK_SIZE || rows.iter().any(|r| r.len() != CHUNK_SIZE) {
-                return Err(de::Error::custom(format!(
-                    "a layer must be {CHUNK_SIZE} rows of {CHUNK_SIZE} values"
-                )));
+                return Err(de::Error::custom(format!("a layer must be {CHUNK_SIZE} rows of {CHUNK_SIZE} values")));
             }
             rows.into_iter().flatten().collect()
         } else {
             Vec::<T>::deserialize(d)?
         };
         if flat.len() != CHUNK_COLUMNS {
-            return Err(de::Error::custom(format!(
-                "a layer must hold {CHUNK_COLUMNS} values, got {}",
-                flat.len()
-            )));
+            return Err(de::Error::custom(format!("a layer must hold {CHUNK_COLUMNS} values, got {}", flat.len())));
         }
         Ok(flat)
     }
@@ -200,18 +184,9 @@ mod tests {
 
     #[test]
     fn regions_group_chunks_with_floor_division() {
-        assert_eq!(
-            ChunkCoord::new(0, 15).region(),
-            RegionCoord { rx: 0, rz: 0 }
-        );
-        assert_eq!(
-            ChunkCoord::new(-1, 16).region(),
-            RegionCoord { rx: -1, rz: 1 }
-        );
-        assert_eq!(
-            ChunkCoord::new(-16, -17).region(),
-            RegionCoord { rx: -1, rz: -2 }
-        );
+        assert_eq!(ChunkCoord::new(0, 15).region(), RegionCoord { rx: 0, rz: 0 });
+        assert_eq!(ChunkCoord::new(-1, 16).region(), RegionCoord { rx: -1, rz: 1 });
+        assert_eq!(ChunkCoord::new(-16, -17).region(), RegionCoord { rx: -1, rz: -2 });
     }
 
     #[test]

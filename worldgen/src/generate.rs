@@ -26,16 +26,8 @@ pub struct Generator {
     s_clumps: u64,
 }
 
-const WARP: Fractal = Fractal {
-    octaves: 3,
-    lacunarity: 2.0,
-    persistence: 0.5,
-};
-const CLIMATE: Fractal = Fractal {
-    octaves: 4,
-    lacunarity: 2.0,
-    persistence: 0.5,
-};
+const WARP: Fractal = Fractal { octaves: 3, lacunarity: 2.0, persistence: 0.5 };
+const CLIMATE: Fractal = Fractal { octaves: 4, lacunarity: 2.0, persistence: 0.5 };
 
 fn smoothstep(lo: f64, hi: f64, x: f64) -> f64 {
     let t = ((x - lo) / (hi - lo)).clamp(0.0, 1.0);
@@ -80,10 +72,7 @@ impl Generator {
         let p = self.params;
         let pos = P2::new(wx as f64, wz as f64);
         let warp_freq = p.frequency * 2.0;
-        let offset = P2::new(
-            fbm(self.s_warp_x, pos * warp_freq, WARP),
-            fbm(self.s_warp_z, pos * warp_freq, WARP),
-        );
+        let offset = P2::new(fbm(self.s_warp_x, pos * warp_freq, WARP), fbm(self.s_warp_z, pos * warp_freq, WARP));
         let q = (pos + offset * p.warp_strength) * p.frequency;
         let base = fbm(self.s_height, q, self.terrain);
         let ridges = ridged(self.s_ridge, q * 1.5, self.terrain);
@@ -140,20 +129,12 @@ impl Generator {
                     continue;
                 }
                 let h = hash2(self.s_features, wx, wz);
-                let clump = 0.4
-                    + 1.2
-                        * (0.5
-                            + 0.5 * fbm(self.s_clumps, P2::new(wx as f64, wz as f64) * 0.03, WARP));
+                let clump = 0.4 + 1.2 * (0.5 + 0.5 * fbm(self.s_clumps, P2::new(wx as f64, wz as f64) * 0.03, WARP));
                 let mut u = unit(h) / (density * clump).max(1e-12);
                 for &(kind, chance, make) in flora {
                     if u < chance {
                         let properties = make(mix64(h ^ 0x5eed));
-                        chunk.features.push(Feature {
-                            x: x as u8,
-                            z: z as u8,
-                            kind: kind.to_owned(),
-                            properties,
-                        });
+                        chunk.features.push(Feature { x: x as u8, z: z as u8, kind: kind.to_owned(), properties });
                         break;
                     }
                     u -= chance;
@@ -221,44 +202,29 @@ fn pick(h: u64, options: &[&str]) -> PropValue {
 }
 
 fn tree(species: &'static [&'static str], lo: f64, hi: f64) -> impl Fn(u64) -> Props {
-    move |h| {
-        props([
-            ("species", pick(h, species)),
-            ("height_m", span(mix64(h), lo, hi)),
-        ])
-    }
+    move |h| props([("species", pick(h, species)), ("height_m", span(mix64(h), lo, hi))])
 }
 
 /// What grows or lies in each biome: (kind, chance per column, properties).
 fn flora(biome: BiomeId) -> Flora {
     match biome {
         ids::FOREST => &[
-            ("tree", 0.05, |h| {
-                tree(&["oak", "birch", "maple"], 8.0, 22.0)(h)
-            }),
+            ("tree", 0.05, |h| tree(&["oak", "birch", "maple"], 8.0, 22.0)(h)),
             ("bush", 0.015, |h| props([("height_m", span(h, 0.5, 2.0))])),
         ],
-        ids::RAINFOREST => &[("tree", 0.09, |h| {
-            tree(&["kapok", "mahogany", "palm"], 15.0, 45.0)(h)
-        })],
-        ids::TAIGA => &[("tree", 0.05, |h| {
-            tree(&["spruce", "fir", "pine"], 10.0, 30.0)(h)
-        })],
+        ids::RAINFOREST => &[("tree", 0.09, |h| tree(&["kapok", "mahogany", "palm"], 15.0, 45.0)(h))],
+        ids::TAIGA => &[("tree", 0.05, |h| tree(&["spruce", "fir", "pine"], 10.0, 30.0)(h))],
         ids::PLAINS => &[
             ("tree", 0.004, |h| tree(&["oak"], 6.0, 16.0)(h)),
             ("bush", 0.01, |h| props([("height_m", span(h, 0.5, 1.5))])),
-            ("flower", 0.02, |h| {
-                props([("color", pick(h, &["red", "yellow", "white", "blue"]))])
-            }),
+            ("flower", 0.02, |h| props([("color", pick(h, &["red", "yellow", "white", "blue"]))])),
         ],
         ids::SAVANNA => &[
             ("tree", 0.008, |h| tree(&["acacia", "baobab"], 5.0, 20.0)(h)),
             ("bush", 0.01, |h| props([("height_m", span(h, 0.5, 2.5))])),
         ],
         ids::DESERT => &[
-            ("cactus", 0.008, |h| {
-                props([("height_m", span(h, 1.0, 6.0))])
-            }),
+            ("cactus", 0.008, |h| props([("height_m", span(h, 1.0, 6.0))])),
             ("rock", 0.003, |h| props([("radius_m", span(h, 0.3, 2.0))])),
         ],
         ids::TUNDRA => &[
@@ -271,9 +237,7 @@ fn flora(biome: BiomeId) -> Flora {
         ],
         ids::MOUNTAINS => &[("rock", 0.02, |h| props([("radius_m", span(h, 0.5, 4.0))]))],
         ids::SNOWY_PEAKS => &[("rock", 0.004, |h| props([("radius_m", span(h, 0.5, 3.0))]))],
-        ids::BEACH => &[("driftwood", 0.003, |h| {
-            props([("length_m", span(h, 0.5, 4.0))])
-        })],
+        ids::BEACH => &[("driftwood", 0.003, |h| props([("length_m", span(h, 0.5, 4.0))]))],
         _ => &[],
     }
 }
@@ -285,14 +249,8 @@ mod tests {
 
     #[test]
     fn sea_level_parameter_moves_the_coast() {
-        let low = Params {
-            sea_level: -300.0,
-            ..Params::default()
-        };
-        let high = Params {
-            sea_level: 300.0,
-            ..Params::default()
-        };
+        let low = Params { sea_level: -300.0, ..Params::default() };
+        let high = Params { sea_level: 300.0, ..Params::default() };
         let count_ocean = |p: &Params| {
             let g = Generator::new(9, p);
             (-3..3)

@@ -18,10 +18,7 @@ pub mod noise;
 pub mod params;
 
 pub use biome::{BIOMES, Biome, BiomeId};
-pub use chunk::{
-    CHUNK_COLUMNS, CHUNK_SIZE, Chunk, ChunkCoord, Feature, Layers, PropValue, REGION_SIZE,
-    RegionCoord,
-};
+pub use chunk::{CHUNK_COLUMNS, CHUNK_SIZE, Chunk, ChunkCoord, Feature, Layers, PropValue, REGION_SIZE, RegionCoord};
 pub use generate::Generator;
 pub use params::{ParamError, ParamSpec, Params, ParamsPatch};
 

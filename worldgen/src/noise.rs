@@ -112,11 +112,7 @@ pub fn ridged(seed: u64, p: P2, f: Fractal) -> f64 {
 mod tests {
     use super::*;
 
-    const F: Fractal = Fractal {
-        octaves: 5,
-        lacunarity: 2.0,
-        persistence: 0.5,
-    };
+    const F: Fractal = Fractal { octaves: 5, lacunarity: 2.0, persistence: 0.5 };
 
     #[test]
     fn perlin_is_zero_on_lattice_points_and_bounded_elsewhere() {

@@ -132,9 +132,7 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        ParamsPatch::default()
-            .resolve()
-            .expect("defaults are valid")
+        ParamsPatch::default().resolve().expect("defaults are valid")
     }
 }
 
@@ -165,19 +163,13 @@ pub struct ParamError {
 }
 
 fn spec(name: &str) -> &'static ParamSpec {
-    PARAM_SPECS
-        .iter()
-        .find(|s| s.name == name)
-        .expect("every field has a spec")
+    PARAM_SPECS.iter().find(|s| s.name == name).expect("every field has a spec")
 }
 
 fn check(name: &'static str, value: Option<f64>) -> Result<f64, ParamError> {
     let s = spec(name);
     let Some(v) = value else { return Ok(s.default) };
-    let err = |message: String| ParamError {
-        field: name,
-        message,
-    };
+    let err = |message: String| ParamError { field: name, message };
     if !v.is_finite() {
         return Err(err(format!("must be a finite number, got {v}")));
     }
@@ -185,10 +177,7 @@ fn check(name: &'static str, value: Option<f64>) -> Result<f64, ParamError> {
         return Err(err(format!("must be a whole number, got {v}")));
     }
     if v < s.min || v > s.max {
-        return Err(err(format!(
-            "must be between {} and {}, got {v}",
-            s.min, s.max
-        )));
+        return Err(err(format!("must be between {} and {}, got {v}", s.min, s.max)));
     }
     Ok(v)
 }
@@ -257,10 +246,7 @@ mod tests {
 
     #[test]
     fn out_of_range_value_names_the_field() {
-        let patch = ParamsPatch {
-            octaves: Some(40.0),
-            ..Default::default()
-        };
+        let patch = ParamsPatch { octaves: Some(40.0), ..Default::default() };
         let e = patch.resolve().unwrap_err();
         assert_eq!(e.field, "octaves");
         assert!(e.to_string().contains("between 1 and 12"), "{e}");
@@ -268,19 +254,9 @@ mod tests {
 
     #[test]
     fn fractional_octaves_and_non_finite_values_are_rejected() {
-        let e = ParamsPatch {
-            octaves: Some(2.5),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap_err();
+        let e = ParamsPatch { octaves: Some(2.5), ..Default::default() }.resolve().unwrap_err();
         assert!(e.message.contains("whole number"));
-        let e = ParamsPatch {
-            persistence: Some(f64::NAN),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap_err();
+        let e = ParamsPatch { persistence: Some(f64::NAN), ..Default::default() }.resolve().unwrap_err();
         assert_eq!(e.field, "persistence");
     }
 }

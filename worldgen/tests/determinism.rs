@@ -9,11 +9,7 @@ fn encode(seed: u64, p: &Params, c: ChunkCoord) -> Vec<u8> {
 #[test]
 fn same_chunk_twice_is_byte_identical() {
     let p = Params::default();
-    for c in [
-        ChunkCoord::new(0, 0),
-        ChunkCoord::new(-7, 3),
-        ChunkCoord::new(1000, -2000),
-    ] {
+    for c in [ChunkCoord::new(0, 0), ChunkCoord::new(-7, 3), ChunkCoord::new(1000, -2000)] {
         assert_eq!(encode(5, &p, c), encode(5, &p, c));
     }
 }
@@ -21,16 +17,10 @@ fn same_chunk_twice_is_byte_identical() {
 #[test]
 fn request_order_and_thread_do_not_change_a_chunk() {
     let p = Params::default();
-    let coords: Vec<_> = (-3..3)
-        .flat_map(|x| (-3..3).map(move |z| ChunkCoord::new(x, z)))
-        .collect();
+    let coords: Vec<_> = (-3..3).flat_map(|x| (-3..3).map(move |z| ChunkCoord::new(x, z))).collect();
     let forward: Vec<_> = coords.iter().map(|c| encode(77, &p, *c)).collect();
     let mut backward: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = coords
-            .iter()
-            .rev()
-            .map(|c| s.spawn(move || encode(77, &p, *c)))
-            .collect();
+        let handles: Vec<_> = coords.iter().rev().map(|c| s.spawn(move || encode(77, &p, *c))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     backward.reverse();
@@ -63,17 +53,11 @@ fn neighbouring_chunks_meet_without_seams() {
             // The step across the seam is no larger than steps inside the chunk.
             let inside = (edge - here.layers.height[(last - 1) * CHUNK_SIZE + k]).abs();
             let across = (east.layers.height[k] - edge).abs();
-            assert!(
-                across <= inside.max(1.0) * 4.0 + 2.0,
-                "seam east of ({cx},{cz}) row {k}: {across} vs {inside}"
-            );
+            assert!(across <= inside.max(1.0) * 4.0 + 2.0, "seam east of ({cx},{cz}) row {k}: {across} vs {inside}");
             let edge_z = here.layers.height[k * CHUNK_SIZE + last];
             let across_z = (south.layers.height[k * CHUNK_SIZE] - edge_z).abs();
             let inside_z = (edge_z - here.layers.height[k * CHUNK_SIZE + last - 1]).abs();
-            assert!(
-                across_z <= inside_z.max(1.0) * 4.0 + 2.0,
-                "seam south of ({cx},{cz})"
-            );
+            assert!(across_z <= inside_z.max(1.0) * 4.0 + 2.0, "seam south of ({cx},{cz})");
         }
     }
 }
@@ -105,9 +89,8 @@ fn values_depend_only_on_world_coordinates() {
 #[test]
 fn golden_chunk_digest_is_stable() {
     let bytes = encode(1234, &Params::default(), ChunkCoord::new(3, -4));
-    let digest = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let digest =
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3));
     assert_eq!(digest, GOLDEN, "generation changed: {digest:#018x}");
 }
 

@@ -2,6 +2,8 @@
 //! the HTTP server into one running Worldloom, for `worldloom serve` and for
 //! tests that need a real server on an ephemeral port.
 
+pub mod plugin_cmd;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -40,26 +42,19 @@ impl RunningServer {
         // Stop from a fresh thread: this may be called inside another runtime (tests, drop during unwinding).
         let handle = self.handle.clone();
         std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 rt.block_on(handle.stop(true));
             }
         })
         .join()
         .map_err(|_| anyhow::anyhow!("stopping the server panicked"))?;
-        thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("the server thread panicked"))?
+        thread.join().map_err(|_| anyhow::anyhow!("the server thread panicked"))?
     }
 
     /// Blocks until the server exits (e.g. on Ctrl-C).
     pub fn wait(mut self) -> anyhow::Result<()> {
         let thread = self.thread.take().expect("a running server has a thread");
-        thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("the server thread panicked"))?
+        thread.join().map_err(|_| anyhow::anyhow!("the server thread panicked"))?
     }
 }
 
@@ -78,18 +73,14 @@ pub fn start(config: Config, runtime: Arc<dyn PluginRuntime>) -> anyhow::Result<
             let system = actix_web::rt::System::new();
             let server = system.block_on(async {
                 let config = Arc::new(config);
-                let store =
-                    storage::open(&config.data, &config.s3).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let store = storage::open(&config.data, &config.s3).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let node = Node::start(store.clone(), runtime, config.worker_count());
                 let node = NodeActor::new(node).start();
                 let actor = CoordinatorActor::default().start();
                 actor
                     .send(Join {
                         id: NodeId("local".into()),
-                        handle: NodeHandle {
-                            generate: node.clone().recipient(),
-                            check: node.recipient(),
-                        },
+                        handle: NodeHandle { generate: node.clone().recipient(), check: node.recipient() },
                     })
                     .await
                     .context("registering the local node")?;
@@ -109,11 +100,7 @@ pub fn start(config: Config, runtime: Arc<dyn PluginRuntime>) -> anyhow::Result<
                 .shutdown_timeout(5)
                 .bind(config.listen)
                 .with_context(|| format!("binding {}", config.listen))?;
-                let addr = server
-                    .addrs()
-                    .first()
-                    .copied()
-                    .context("the server bound no address")?;
+                let addr = server.addrs().first().copied().context("the server bound no address")?;
                 anyhow::Ok((server.run(), addr))
             });
             let (server, addr) = match server {
@@ -127,12 +114,6 @@ pub fn start(config: Config, runtime: Arc<dyn PluginRuntime>) -> anyhow::Result<
             system.block_on(server).context("the HTTP server failed")
         })
         .context("spawning the server thread")?;
-    let (handle, addr) = ready_rx
-        .recv()
-        .context("the server thread exited during start-up")??;
-    Ok(RunningServer {
-        addr,
-        handle,
-        thread: Some(thread),
-    })
+    let (handle, addr) = ready_rx.recv().context("the server thread exited during start-up")??;
+    Ok(RunningServer { addr, handle, thread: Some(thread) })
 }

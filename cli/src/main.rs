@@ -5,14 +5,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use worldloom_cli::plugin_cmd;
 use worldloom_cluster::config::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "worldloom",
-    version,
-    about = "Procedural world generation server with sandboxed Python plugins"
-)]
+#[command(name = "worldloom", version, about = "Procedural world generation server with sandboxed Python plugins")]
 struct Cli {
     /// Configuration file (TOML); WORLDLOOM_* environment variables override it.
     #[arg(long, global = true, env = "WORLDLOOM_CONFIG")]
@@ -23,6 +20,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Check or run a Python plugin in the sandbox, exactly as the server does.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Verify the plugin runtime and compile it into the cache (once per machine).
+    Runtime {
+        #[command(subcommand)]
+        command: RuntimeCommand,
+    },
     /// Run the embedded server: a coordinator and one in-process node.
     Serve {
         /// Address to listen on [default: 127.0.0.1:8080].
@@ -37,20 +44,77 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a plugin and report its hooks and PARAMS, or what is wrong with it. Exit 0 or 1.
+    Check {
+        file: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one hook on core chunks; one JSON object per call on stdout. Exit 0, or 1 if a call failed.
+    Run {
+        file: PathBuf,
+        /// terrain, biome or features.
+        #[arg(long)]
+        hook: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// First chunk, as CX,CZ.
+        #[arg(long, value_parser = plugin_cmd::parse_chunk, allow_hyphen_values = true, default_value = "0,0")]
+        chunk: (i32, i32),
+        /// The world's values for the plugin's PARAMS, as a JSON object.
+        #[arg(long)]
+        params: Option<String>,
+        /// Calls on consecutive chunks (cx, cx+1, ...) through the same warm sandbox.
+        #[arg(long, default_value_t = 1)]
+        calls: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum RuntimeCommand {
+    /// Verify the runtime artifacts and compile them into the cache if needed.
+    Prepare,
+}
+
+fn engine(config: &Config) -> anyhow::Result<Arc<worldloom_sandbox::Engine>> {
+    let mut cfg = worldloom_sandbox::SandboxConfig::new(&config.runtime_dir, &config.cache_dir);
+    cfg.limits = config.limits;
+    cfg.biome_count = worldloom_worldgen::BIOMES.len() as u16;
+    let started = std::time::Instant::now();
+    let engine = worldloom_sandbox::Engine::load(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "python runtime ready");
+    Ok(engine)
+}
+
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Config::load(path, &Config::process_env()).map_err(|e| anyhow::anyhow!("configuration: {e}"))
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve { .. });
+    if !serving {
+        // A command-line tool piped into `head` should stop quietly, like any
+        // Unix tool; the server keeps Rust's default (EPIPE as an error) for sockets.
+        // SAFETY: restores a signal's default disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    let default_filter = if serving { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<plugin_cmd::Usage>().is_some() => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(plugin_cmd::EXIT_USAGE)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -60,11 +124,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
-        Command::Serve {
-            listen,
-            data,
-            workers,
-        } => {
+        Command::Serve { listen, data, workers } => {
             let mut config = load_config(cli.config.as_deref())?;
             if let Some(l) = listen {
                 config.listen = l;
@@ -75,13 +135,33 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             if let Some(w) = workers {
                 config.workers = w;
             }
-            let runtime = Arc::new(worldloom_node::NoRuntime);
-            let server =
-                worldloom_cli::start(config.clone(), runtime).context("starting the server")?;
+            let engine = engine(&config)?;
+            let runtime = Arc::new(worldloom_node::plugins::SandboxRuntime::new(
+                engine,
+                worldloom_node::plugins::DEFAULT_WARM_PER_WORKER,
+            ));
+            let server = worldloom_cli::start(config.clone(), runtime).context("starting the server")?;
             // Tests and scripts read this line to find the port.
             println!("worldloom listening on http://{}", server.addr);
             tracing::info!(addr = %server.addr, data = %config.data, "serving");
             server.wait()?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Plugin { command } => {
+            let config = load_config(cli.config.as_deref())?;
+            let engine = engine(&config)?;
+            match command {
+                PluginCommand::Check { file, json } => plugin_cmd::check(&engine, &file, json),
+                PluginCommand::Run { file, hook, seed, chunk, params, calls } => plugin_cmd::run(
+                    &engine,
+                    plugin_cmd::RunArgs { file: &file, hook: &hook, seed, chunk, params: params.as_deref(), calls },
+                ),
+            }
+        }
+        Command::Runtime { command: RuntimeCommand::Prepare } => {
+            let config = load_config(cli.config.as_deref())?;
+            engine(&config)?;
+            println!("python runtime verified and compiled in {}", config.cache_dir.display());
             Ok(std::process::ExitCode::SUCCESS)
         }
     }

@@ -193,11 +193,14 @@ pub struct ErrorBody<'a> {
     pub message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<&'a str>,
+    /// Structured detail, e.g. a plugin's diagnostics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<&'a serde_json::Value>,
 }
 
 impl<'a> From<&'a Error> for ErrorBody<'a> {
     fn from(e: &'a Error) -> Self {
-        ErrorBody { code: e.code(), message: &e.message, field: e.field.as_deref() }
+        ErrorBody { code: e.code(), message: &e.message, field: e.field.as_deref(), details: e.details.as_ref() }
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod actor;
 pub mod pipeline;
+pub mod plugins;
 pub mod workers;
 
 use std::collections::HashMap;
@@ -36,11 +37,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn start(
-        store: Arc<dyn ObjectStore>,
-        runtime: Arc<dyn PluginRuntime>,
-        workers: usize,
-    ) -> Arc<Node> {
+    pub fn start(store: Arc<dyn ObjectStore>, runtime: Arc<dyn PluginRuntime>, workers: usize) -> Arc<Node> {
         Arc::new(Node {
             store,
             pool: workers::WorkerPool::start(workers, runtime),
@@ -55,20 +52,12 @@ impl Node {
 
     /// The chunk of `spec`'s world revision: from storage if it was generated
     /// before, else generated on a worker and stored.
-    pub async fn chunk(
-        self: &Arc<Self>,
-        spec: Arc<GenSpec>,
-        coord: ChunkCoord,
-    ) -> Result<ChunkReply> {
+    pub async fn chunk(self: &Arc<Self>, spec: Arc<GenSpec>, coord: ChunkCoord) -> Result<ChunkReply> {
         let key = Key::chunk(&spec.world, spec.revision, coord);
         if let Some(bytes) = self.store.get(&key).await? {
             match wire::decode::<ChunkRecord>(&bytes) {
                 Ok(record) if record.chunk.coord == coord && record.revision == spec.revision => {
-                    return Ok(ChunkReply {
-                        record: Arc::new(record),
-                        bytes,
-                        generated: false,
-                    });
+                    return Ok(ChunkReply { record: Arc::new(record), bytes, generated: false });
                 }
                 // A stored object that does not decode is regenerated, never served.
                 Ok(_) | Err(_) => tracing::warn!(%key, "stored chunk is unreadable; regenerating"),
@@ -83,15 +72,13 @@ impl Node {
                 let task_key = key.clone();
                 let handle = tokio::spawn(async move {
                     let result = node.generate_and_store(spec, coord, &task_key).await;
-                    node.inflight
-                        .lock()
-                        .expect("inflight lock")
-                        .remove(&task_key);
+                    node.inflight.lock().expect("inflight lock").remove(&task_key);
                     result
                 });
-                let fut: BoxFuture<'static, Result<ChunkReply>> = Box::pin(handle.map(|joined| {
-                    joined.unwrap_or_else(|_| Err(Error::internal("chunk generation task failed")))
-                }));
+                let fut: BoxFuture<'static, Result<ChunkReply>> = Box::pin(
+                    handle
+                        .map(|joined| joined.unwrap_or_else(|_| Err(Error::internal("chunk generation task failed")))),
+                );
                 let shared = fut.shared();
                 inflight.insert(key, shared.clone());
                 shared
@@ -100,12 +87,7 @@ impl Node {
         pending.await
     }
 
-    async fn generate_and_store(
-        &self,
-        spec: Arc<GenSpec>,
-        coord: ChunkCoord,
-        key: &Key,
-    ) -> Result<ChunkReply> {
+    async fn generate_and_store(&self, spec: Arc<GenSpec>, coord: ChunkCoord, key: &Key) -> Result<ChunkReply> {
         let sources = Arc::new(self.sources_for(&spec).await?);
         let record = self.pool.generate(spec, coord, sources).await?;
         let bytes = Bytes::from(wire::encode(&record));
@@ -113,23 +95,14 @@ impl Node {
             // Generation is deterministic: serve it now, regenerate it next time.
             tracing::warn!(%key, error = %e, "could not cache a generated chunk");
         }
-        Ok(ChunkReply {
-            record: Arc::new(record),
-            bytes,
-            generated: true,
-        })
+        Ok(ChunkReply { record: Arc::new(record), bytes, generated: true })
     }
 
     /// Fetches (once) and verifies the sources of a spec's plugins.
     async fn sources_for(&self, spec: &GenSpec) -> Result<Sources> {
         let mut out = Sources::new();
         for p in &spec.plugins {
-            let cached = self
-                .sources
-                .lock()
-                .expect("sources lock")
-                .get(&p.sha256)
-                .cloned();
+            let cached = self.sources.lock().expect("sources lock").get(&p.sha256).cloned();
             let source = match cached {
                 Some(s) => s,
                 None => {
@@ -149,10 +122,7 @@ impl Node {
                     let text: Arc<str> = String::from_utf8(bytes.to_vec())
                         .map_err(|_| Error::internal("a stored plugin source is not UTF-8"))?
                         .into();
-                    self.sources
-                        .lock()
-                        .expect("sources lock")
-                        .insert(p.sha256.clone(), text.clone());
+                    self.sources.lock().expect("sources lock").insert(p.sha256.clone(), text.clone());
                     text
                 }
             };

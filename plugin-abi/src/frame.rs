@@ -3,6 +3,9 @@
 //! All integers and floats are little-endian. Layers are raw buffers of
 //! `size * size` values in `[x][z]` order, never per-value JSON.
 //!
+//! Source (host -> guest, while loading), answered to `_host.call(b"src")`:
+//! the plugin's UTF-8 source text.
+//!
 //! Input (host -> guest), answered to the guest's `_host.call(b"in")`:
 //! ```text
 //! "WLI1" | header_len: u32 | header: UTF-8 JSON {hook, seed, cx, cz, size, random_seed, params}
@@ -27,6 +30,8 @@ pub const STATUS_OK: u8 = 0;
 pub const STATUS_ERROR: u8 = 1;
 /// Door request: the guest asks for its input frame.
 pub const DOOR_INPUT: &[u8] = b"in";
+/// Door request, while loading: the guest asks for the plugin's source.
+pub const DOOR_SOURCE: &[u8] = b"src";
 /// Door request prefix: the guest hands over its result frame.
 pub const DOOR_OUTPUT: &[u8] = b"out";
 

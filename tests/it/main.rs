@@ -4,5 +4,6 @@ mod api;
 mod determinism;
 mod golden;
 mod persistence;
+mod plugins;
 mod s3;
 mod stream;

@@ -29,7 +29,26 @@ impl InProcess {
     }
 }
 
-/// Starts an embedded server on `127.0.0.1:0` with the given storage URI.
+/// The workspace's `.worldloom` directory (runtime, compiled cache, test virtualenv).
+pub fn worldloom_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").join(".worldloom")
+}
+
+/// The sandbox engine shared by every in-process server of this test binary
+/// (the compiled interpreter is loaded once).
+pub fn engine() -> Arc<worldloom_sandbox::Engine> {
+    static ENGINE: std::sync::OnceLock<Arc<worldloom_sandbox::Engine>> = std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let dir = worldloom_dir();
+            let mut cfg = worldloom_sandbox::SandboxConfig::new(dir.join("runtime/python"), dir.join("cache"));
+            cfg.biome_count = worldloom_worldgen::BIOMES.len() as u16;
+            worldloom_sandbox::Engine::load(&cfg).expect("the python runtime loads (scripts/test fetches it)")
+        })
+        .clone()
+}
+
+/// Starts an embedded server on `127.0.0.1:0` with the given storage URI and the real plugin sandbox.
 pub fn start(data: &str) -> InProcess {
     start_with(data, |_| {})
 }
@@ -39,7 +58,8 @@ pub fn start_with(data: &str, adjust: impl FnOnce(&mut Config)) -> InProcess {
     let mut config =
         Config { data: data.into(), listen: SocketAddr::from(([127, 0, 0, 1], 0)), workers: 2, ..Config::default() };
     adjust(&mut config);
-    let server = worldloom_cli::start(config, Arc::new(worldloom_node::NoRuntime)).expect("server starts");
+    let runtime = worldloom_node::plugins::SandboxRuntime::new(engine(), 4);
+    let server = worldloom_cli::start(config, Arc::new(runtime)).expect("server starts");
     InProcess { base: format!("http://{}", server.addr), server: Some(server) }
 }
 
@@ -79,10 +99,18 @@ pub fn binary() -> PathBuf {
 
 /// Spawns `worldloom serve` on an ephemeral port with the given storage and extra arguments.
 pub fn spawn(data: &str, extra: &[&str]) -> Process {
+    spawn_with_env(data, extra, &[])
+}
+
+/// Like [`spawn`], with extra environment variables.
+pub fn spawn_with_env(data: &str, extra: &[&str], env: &[(String, String)]) -> Process {
     let mut child = Command::new(binary())
+        .envs(env.iter().cloned())
         .args(["serve", "--listen", "127.0.0.1:0", "--data", data])
         .args(extra)
         .env("RUST_LOG", "warn")
+        .env("WORLDLOOM_RUNTIME_DIR", worldloom_dir().join("runtime/python"))
+        .env("WORLDLOOM_CACHE_DIR", worldloom_dir().join("cache"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

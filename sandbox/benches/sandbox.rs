@@ -1,0 +1,204 @@
+//! Sandbox benchmark: per-call latency (call + reset, fresh state every
+//! call) of an identity `terrain` hook on a 32x32 chunk for each reset
+//! strategy, and memory per warm sandbox. Prints a summary table, then runs
+//! the same calls under criterion.
+//!
+//! `cargo bench -p worldloom-sandbox --bench sandbox`
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use worldloom_plugin_abi::{HookInput, HookName, LayerBuffers};
+use worldloom_sandbox::{Engine, ResetStrategy, Sandbox, SandboxConfig};
+
+const IDENTITY: &str = "def terrain(ctx, chunk):\n    return chunk\n";
+
+fn input() -> HookInput {
+    let n = 32 * 32;
+    HookInput {
+        hook: HookName::Terrain,
+        seed: 1,
+        cx: 0,
+        cz: 0,
+        size: 32,
+        random_seed: 7,
+        params: BTreeMap::new(),
+        layers: LayerBuffers {
+            height: (0..n).map(|i| i as f32).collect(),
+            temperature: vec![0.5; n],
+            moisture: vec![0.25; n],
+            biome: vec![1; n],
+        },
+    }
+}
+
+fn status_kib(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn latencies(s: &mut Sandbox, inp: &HookInput, warmup: usize, n: usize) -> Vec<Duration> {
+    for _ in 0..warmup {
+        assert!(s.call(inp).result.is_ok());
+    }
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = s.call(inp);
+        v.push(t.elapsed());
+        assert!(black_box(r).result.is_ok());
+    }
+    v.sort();
+    v
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cfg = SandboxConfig::new(root.join(".worldloom/runtime/python"), root.join(".worldloom/cache"));
+    let t = Instant::now();
+    let engine = Engine::load(&cfg).expect("engine");
+    let load = t.elapsed();
+    let inp = input();
+
+    println!("\n=== worldloom-sandbox benchmark (identity terrain hook, 32x32, fresh state every call) ===");
+    println!(
+        "engine load (cached module + base snapshot): {load:.1?}; process RSS after load {} MiB \
+         (anon {} MiB, file {} MiB = page cache of the mmapped artifact, shmem {} MiB)",
+        status_kib("VmRSS:") >> 10,
+        status_kib("RssAnon:") >> 10,
+        status_kib("RssFile:") >> 10,
+        status_kib("RssShmem:") >> 10
+    );
+    println!("base snapshot linear memory: {} KiB", engine.base_memory_bytes() >> 10);
+    let t = Instant::now();
+    let mut overlay = engine.instantiate_with("identity", IDENTITY, ResetStrategy::Overlay).expect("load");
+    println!("instantiate (new instance + plugin load + snapshot): {:.1?}", t.elapsed());
+    println!(
+        "plugin snapshot: linear memory {} KiB, stored in its memfd {} KiB (zero pages are holes)",
+        overlay.memory_bytes() >> 10,
+        overlay.snapshot_stored_bytes() >> 10
+    );
+    println!("\n{:<15} {:>7} {:>10} {:>10} {:>10} {:>10}", "strategy", "calls", "p50", "p99", "mean", "min");
+    let mut rows = vec![];
+    for (name, strategy, warm, n) in [
+        ("Overlay", ResetStrategy::Overlay, 200, 3000),
+        ("OverlayDiscard", ResetStrategy::OverlayDiscard, 50, 1000),
+        ("FullCopy", ResetStrategy::FullCopy, 20, 300),
+        ("FreshInstance", ResetStrategy::FreshInstance, 5, 100),
+    ] {
+        let mut s = if strategy == ResetStrategy::Overlay {
+            overlay.fork().expect("fork")
+        } else {
+            engine.instantiate_with("identity", IDENTITY, strategy).expect("load")
+        };
+        let v = latencies(&mut s, &inp, warm, n);
+        let mean = v.iter().sum::<Duration>() / v.len() as u32;
+        println!(
+            "{name:<15} {n:>7} {:>10.1?} {:>10.1?} {:>10.1?} {:>10.1?}",
+            percentile(&v, 0.5),
+            percentile(&v, 0.99),
+            mean,
+            v[0]
+        );
+        rows.push((name, percentile(&v, 0.5)));
+    }
+    let before = overlay.pages_restored();
+    for _ in 0..100 {
+        overlay.call(&inp);
+    }
+    println!("\npages restored per Overlay call (written by the call): {}", (overlay.pages_restored() - before) / 100);
+
+    // Memory per warm sandbox: RSS delta per extra sandbox of the same
+    // plugin (forks share the snapshot memfd), each warmed with 20 calls.
+    let k = 8;
+    let (rss0, anon0, shm0) = (status_kib("VmRSS:"), status_kib("RssAnon:"), status_kib("RssShmem:"));
+    let mut extra = vec![];
+    for _ in 0..k {
+        let mut s = overlay.fork().expect("fork");
+        for _ in 0..20 {
+            s.call(&inp);
+        }
+        extra.push(s);
+    }
+    let (rss1, anon1, shm1) = (status_kib("VmRSS:"), status_kib("RssAnon:"), status_kib("RssShmem:"));
+    println!(
+        "memory per extra warm sandbox (fork, same plugin, {k} sandboxes): RSS +{} KiB (anon +{} KiB, shmem +{} KiB)",
+        (rss1.saturating_sub(rss0)) / k,
+        (anon1.saturating_sub(anon0)) / k,
+        (shm1.saturating_sub(shm0)) / k
+    );
+    let (rss0, anon0, shm0) = (rss1, anon1, shm1);
+    let mut loaded = vec![];
+    for i in 0..4 {
+        let mut s = engine.instantiate(&format!("p{i}"), &format!("X = {i}\n{IDENTITY}")).expect("load");
+        for _ in 0..20 {
+            s.call(&inp);
+        }
+        loaded.push(s);
+    }
+    let (rss1, anon1, shm1) = (status_kib("VmRSS:"), status_kib("RssAnon:"), status_kib("RssShmem:"));
+    println!(
+        "memory per extra warm sandbox (separately loaded plugin, 4 plugins): RSS +{} KiB (anon +{} KiB, shmem +{} KiB), plus its snapshot memfd {} KiB",
+        (rss1.saturating_sub(rss0)) / 4,
+        (anon1.saturating_sub(anon0)) / 4,
+        (shm1.saturating_sub(shm0)) / 4,
+        loaded[0].snapshot_stored_bytes() >> 10
+    );
+    drop((extra, loaded));
+
+    // How fuel relates to time, to choose `fuel` against `deadline_ms`.
+    let busy = engine.with_limits(worldloom_plugin_abi::Limits {
+        fuel: 1_000_000_000,
+        deadline_ms: 60_000,
+        ..engine.limits()
+    });
+    let mut spin = busy.instantiate("spin", "def terrain(ctx, chunk):\n    while True:\n        pass\n").expect("load");
+    let r = spin.call(&inp);
+    println!(
+        "fuel rate (Python busy loop): {:.0} M instructions/s ({} fuel in {} ms, {:?})",
+        r.stats.fuel as f64 / r.stats.wall_us as f64,
+        r.stats.fuel,
+        r.stats.wall_us / 1000,
+        r.result.as_ref().err().map(|e| e.kind)
+    );
+    let mut np = busy
+        .instantiate(
+            "np",
+            "import numpy as np\ndef terrain(ctx, chunk):\n    a = np.ones((256, 256))\n    while True:\n        a = a @ a / 256\n",
+        )
+        .expect("load");
+    let r = np.call(&inp);
+    println!(
+        "fuel rate (numpy matmul loop): {:.0} M instructions/s ({} fuel in {} ms)",
+        r.stats.fuel as f64 / r.stats.wall_us as f64,
+        r.stats.fuel,
+        r.stats.wall_us / 1000
+    );
+    println!("\np50 per strategy: {}", rows.iter().map(|(n, d)| format!("{n} {d:.1?}")).collect::<Vec<_>>().join(", "));
+
+    // The same calls under criterion.
+    let mut c = Criterion::default().configure_from_args().warm_up_time(Duration::from_secs(1));
+    let mut g = c.benchmark_group("identity_terrain_call_and_reset");
+    g.measurement_time(Duration::from_secs(3));
+    g.bench_function("overlay", |b| b.iter(|| black_box(overlay.call(&inp))));
+    let mut discard = engine.instantiate_with("identity", IDENTITY, ResetStrategy::OverlayDiscard).expect("load");
+    g.bench_function("overlay_discard", |b| b.iter(|| black_box(discard.call(&inp))));
+    let mut full = engine.instantiate_with("identity", IDENTITY, ResetStrategy::FullCopy).expect("load");
+    g.bench_function("full_copy", |b| b.iter(|| black_box(full.call(&inp))));
+    g.sample_size(10);
+    let mut fresh = engine.instantiate_with("identity", IDENTITY, ResetStrategy::FreshInstance).expect("load");
+    g.bench_function("fresh_instance", |b| b.iter(|| black_box(fresh.call(&inp))));
+    g.finish();
+    c.final_summary();
+}

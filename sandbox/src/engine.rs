@@ -1,0 +1,310 @@
+//! The per-process engine: verified artifacts, the compiled interpreter, the
+//! shared stdlib filesystem, the watchdog, and the base snapshot (interpreter
+//! + numpy + harness) every plugin sandbox starts from.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasmer::sys::NativeEngineExt;
+use wasmer_wasix::runtime::task_manager::TaskWasm;
+use wasmer_wasix::{PluggableRuntime, VirtualTaskManager, WasiThreadError};
+use worldloom_plugin_abi::{CallStats, ErrorKind, Limits, PluginError, PluginInfo};
+
+use crate::artifacts::{self, ArtifactPaths, GUEST_STDLIB_NAME, STDLIB_SHA256};
+use crate::error::{LoadFailure, SandboxError, SandboxErrorKind};
+use crate::fs::OneFileFs;
+use crate::host::{self, Request, rng_for};
+use crate::image::Image;
+use crate::instance::{Live, TurnLimits, TurnSource};
+use crate::sandbox::Sandbox;
+use crate::tunables::LimitingTunables;
+use crate::validate::{self, MANIFEST_CAP, Phase};
+use crate::watchdog::Watchdog;
+use crate::{Core, ResetStrategy, SandboxConfig};
+
+/// The guest harness, run once per engine before the base snapshot.
+const HARNESS: &str = include_str!("../python/harness.py");
+/// Largest plugin source accepted.
+pub const MAX_SOURCE_BYTES: usize = 1 << 20;
+/// Native stack for guest code (wasmer's default is 1 MiB).
+const WASM_STACK: usize = 8 << 20;
+
+/// A task manager that refuses every thread and spawn: guest code only ever
+/// runs on the thread that called into the sandbox, under its limits.
+/// (`poll_oneoff` is replaced, so nothing ever waits on `sleep_now`.)
+#[derive(Debug)]
+struct NoThreads;
+
+impl VirtualTaskManager for NoThreads {
+    fn sleep_now(&self, _: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
+        Box::pin(std::future::ready(()))
+    }
+    fn task_shared(
+        &self,
+        _: Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> + Send + 'static>,
+    ) -> Result<(), WasiThreadError> {
+        Err(WasiThreadError::Unsupported)
+    }
+    fn task_wasm(&self, _: TaskWasm) -> Result<(), WasiThreadError> {
+        Err(WasiThreadError::Unsupported)
+    }
+    fn task_dedicated(&self, _: Box<dyn FnOnce() + Send + 'static>) -> Result<(), WasiThreadError> {
+        Err(WasiThreadError::Unsupported)
+    }
+    fn thread_parallelism(&self) -> Result<usize, WasiThreadError> {
+        Ok(1)
+    }
+}
+
+/// One per process; cheap to share. Sandboxes made from it share its
+/// compiled module, stdlib bytes, watchdog and base snapshot.
+pub struct Engine {
+    pub(crate) core: Arc<Core>,
+    /// The wasmer engine carrying this engine's memory cap (tunables).
+    pub(crate) wasmer: wasmer::Engine,
+    pub(crate) limits: Limits,
+    pub(crate) base: Arc<Image>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("limits", &self.limits).field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// What `worldloom plugin check` shows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckReport {
+    pub info: Option<PluginInfo>,
+    pub error: Option<PluginError>,
+    pub warnings: Vec<String>,
+    pub log: String,
+    pub stats: CallStats,
+    /// The host could not run the check at all.
+    pub host_error: Option<SandboxError>,
+}
+
+/// A handle on `base` (sharing its compiled code, which the engine that
+/// loaded the module owns) with its own memory cap.
+fn capped(base: &wasmer::Engine, limits: &Limits) -> wasmer::Engine {
+    let mut e = base.clone();
+    e.set_tunables(LimitingTunables::new(limits.memory_bytes, Some(WASM_STACK)));
+    e
+}
+
+impl Engine {
+    /// Verifies the artifacts, loads (or compiles and caches) the
+    /// interpreter, and builds the base snapshot.
+    pub fn load(cfg: &SandboxConfig) -> Result<Arc<Engine>, SandboxError> {
+        let t = Instant::now();
+        let paths = ArtifactPaths::new(&cfg.runtime_dir);
+        paths.check_present()?;
+        let stdlib = artifacts::read_verified(&paths.stdlib, STDLIB_SHA256)?;
+        let loader = wasmer::Engine::headless();
+        let wasmer = capped(&loader, &cfg.limits);
+        let module = crate::cache::load_or_compile(&wasmer, &paths.wasm, &cfg.cache_dir)?;
+        check_module(&module)?;
+        let mut prt = PluggableRuntime::new(Arc::new(NoThreads));
+        prt.set_engine(wasmer.clone());
+        let watchdog = Watchdog::start().map_err(|e| SandboxError::io("starting the watchdog thread", e))?;
+        let core = Arc::new(Core {
+            engine: loader,
+            module,
+            runtime: Arc::new(prt),
+            stdlib: Arc::new(OneFileFs::new(GUEST_STDLIB_NAME, Bytes::from(stdlib))),
+            watchdog,
+            biome_count: cfg.biome_count,
+        });
+        let base = base_image(&core, &wasmer)?;
+        tracing::info!(
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            memory_mib = base.len() >> 20,
+            "sandbox engine ready"
+        );
+        Ok(Arc::new(Engine { core, wasmer, limits: cfg.limits, base }))
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Length of the biome table plugins are checked against.
+    pub fn biome_count(&self) -> u16 {
+        self.core.biome_count
+    }
+
+    /// Size of the base snapshot's linear memory, bytes.
+    pub fn base_memory_bytes(&self) -> usize {
+        self.base.len()
+    }
+
+    /// The same engine (compiled module, base snapshot, watchdog) with other
+    /// limits, including the memory cap: no recompilation.
+    pub fn with_limits(&self, limits: Limits) -> Arc<Engine> {
+        Arc::new(Engine {
+            core: self.core.clone(),
+            wasmer: capped(&self.core.engine, &limits),
+            limits,
+            base: self.base.clone(),
+        })
+    }
+
+    /// Loads a plugin (runs its module-level code) in a fresh sandbox under
+    /// the same capabilities and limits as a hook call, then snapshots it.
+    pub fn instantiate(&self, name: &str, source: &str) -> Result<Sandbox, LoadFailure> {
+        self.instantiate_with(name, source, ResetStrategy::default())
+    }
+
+    /// [`Engine::instantiate`] with a chosen reset strategy (for benchmarks).
+    pub fn instantiate_with(&self, name: &str, source: &str, strategy: ResetStrategy) -> Result<Sandbox, LoadFailure> {
+        let mut loaded = self.run_load(source, strategy)?;
+        let image = loaded.live.capture(self.base.call_src, self.base.load_src)?;
+        loaded.live.reset(&self.core, &image, strategy)?;
+        tracing::debug!(
+            plugin = name,
+            memory_mib = image.len() >> 20,
+            stored_mib = image.stored_bytes >> 20,
+            load_us = loaded.stats.wall_us,
+            "plugin loaded"
+        );
+        let live = if strategy == ResetStrategy::FreshInstance { None } else { Some(loaded.live) };
+        Ok(Sandbox::new(self, name, loaded.info, loaded.warnings, loaded.log, image, live, strategy))
+    }
+
+    /// Runs the load turn in a fresh instance made from the base snapshot
+    /// and validates what the plugin declared.
+    fn run_load(&self, source: &str, strategy: ResetStrategy) -> Result<Loaded, LoadFailure> {
+        if source.len() > MAX_SOURCE_BYTES {
+            return Err(LoadFailure::Plugin {
+                error: PluginError::new(
+                    ErrorKind::Syntax,
+                    format!("the plugin source is {} bytes; at most {MAX_SOURCE_BYTES} are allowed", source.len()),
+                ),
+                log: String::new(),
+                stats: CallStats::default(),
+            });
+        }
+        let mut live = Live::from_image(&self.core, &self.wasmer, &self.base, strategy)?;
+        let limits = TurnLimits {
+            fuel: self.limits.fuel,
+            deadline: Duration::from_millis(self.limits.load_deadline_ms),
+            log_bytes: usize::try_from(self.limits.log_bytes).unwrap_or(usize::MAX),
+            frame_cap: MANIFEST_CAP + 5,
+        };
+        let tr = live.run_turn(
+            &self.core,
+            TurnSource::At(self.base.load_src.0, self.base.load_src.1),
+            Request::Load(source.as_bytes().to_vec()),
+            rng_for("load", 0),
+            limits,
+        )?;
+        let stats =
+            CallStats { wall_us: tr.wall.as_micros() as u64, fuel: tr.fuel_used, memory_bytes: tr.memory_bytes };
+        let fail = |error: PluginError, log: String| LoadFailure::Plugin { error, log, stats };
+        let body = match validate::classify(&tr, &self.limits, Phase::Load) {
+            Ok(b) => b,
+            Err(e) => return Err(fail(e, tr.log)),
+        };
+        let (info, warnings) = match validate::manifest(&body) {
+            Ok(x) => x,
+            Err(e) => return Err(fail(e, tr.log)),
+        };
+        let open = live.open_fds();
+        if !open.is_empty() {
+            return Err(fail(
+                PluginError::new(
+                    ErrorKind::InvalidOutput,
+                    format!(
+                        "the plugin keeps {} file(s) open after loading; close them before the module finishes",
+                        open.len()
+                    ),
+                ),
+                tr.log,
+            ));
+        }
+        Ok(Loaded { live, info, warnings, log: tr.log, stats })
+    }
+
+    /// Loads a plugin only to report on it (for `worldloom plugin check` and
+    /// upload validation): the same load as [`Engine::instantiate`], without
+    /// keeping a snapshot.
+    pub fn check(&self, _name: &str, source: &str) -> CheckReport {
+        match self.run_load(source, ResetStrategy::FreshInstance) {
+            Ok(l) => CheckReport {
+                info: Some(l.info),
+                warnings: l.warnings,
+                log: l.log,
+                stats: l.stats,
+                ..CheckReport::default()
+            },
+            Err(LoadFailure::Plugin { error, log, stats }) => {
+                CheckReport { error: Some(error), log, stats, ..CheckReport::default() }
+            }
+            Err(LoadFailure::Host(e)) => CheckReport { host_error: Some(e), ..CheckReport::default() },
+        }
+    }
+}
+
+/// A plugin whose load turn succeeded, not yet snapshotted.
+struct Loaded {
+    live: Live,
+    info: PluginInfo,
+    warnings: Vec<String>,
+    log: String,
+    stats: CallStats,
+}
+
+/// Checks the module is the interpreter we expect: only allowed imports,
+/// the exports we drive, metering applied, a table that cannot grow.
+fn check_module(module: &wasmer::Module) -> Result<(), SandboxError> {
+    let bad = |m: String| SandboxError::new(SandboxErrorKind::ArtifactCorrupt, m);
+    host::check_imports(module).map_err(bad)?;
+    for name in ["memory", "turn", "host_alloc", "wasmer_metering_remaining_points", "wasmer_metering_points_exhausted"]
+    {
+        if !module.exports().any(|e| e.name() == name) {
+            return Err(bad(format!("the compiled interpreter does not export {name}")));
+        }
+    }
+    for t in module.info().tables.values() {
+        if t.maximum != Some(t.minimum) {
+            return Err(bad("the interpreter's table can grow; the snapshot reset would not restore it".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the harness in a fresh instance and snapshots the result.
+fn base_image(core: &Core, wasmer: &wasmer::Engine) -> Result<Arc<Image>, SandboxError> {
+    let t = Instant::now();
+    let mut live = Live::new(core, wasmer)?;
+    let limits =
+        TurnLimits { fuel: u64::MAX / 4, deadline: Duration::from_secs(600), log_bytes: 64 << 10, frame_cap: 0 };
+    let tr = live.run_turn(core, TurnSource::Text(HARNESS), Request::Internal, rng_for("base", 0), limits)?;
+    let fail = |what: String| SandboxError::new(SandboxErrorKind::Instantiation, what);
+    match &tr.result {
+        Ok(0) => {}
+        Ok(s) => return Err(fail(format!("the harness failed to start (status {s}): {}", tr.log))),
+        Err(e) => return Err(fail(format!("the harness trapped while starting: {e}; log: {}", tr.log))),
+    }
+    if !tr.log.is_empty() {
+        return Err(fail(format!("the harness printed while starting: {}", tr.log)));
+    }
+    let call_src = live.place("_wl_call()")?;
+    let load_src = live.place("_wl_load()")?;
+    let open = live.open_fds();
+    if !open.is_empty() {
+        return Err(SandboxError::internal(format!("descriptors {open:?} are open at the base snapshot")));
+    }
+    let image = live.capture(call_src, load_src)?;
+    tracing::debug!(
+        elapsed_ms = t.elapsed().as_millis() as u64,
+        fuel = tr.fuel_used,
+        memory_mib = image.len() >> 20,
+        stored_mib = image.stored_bytes >> 20,
+        "base snapshot taken"
+    );
+    Ok(image)
+}

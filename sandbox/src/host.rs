@@ -1,0 +1,738 @@
+//! The host functions a guest can reach besides wasix's own: the door
+//! (`host.call`) and our replacements for the preview1 imports that would
+//! otherwise touch the host (clocks, randomness, sleeping, yielding, exit) or
+//! mutate anything (deny stubs).
+//!
+//! Every guest address is bounds-checked through `MemoryView`; a bad address
+//! is an errno for the guest, never a host panic.
+
+use std::collections::BTreeSet;
+
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+use wasmer::{
+    AsStoreMut, ExternType, Function, FunctionEnv, FunctionEnvMut, Imports, Memory, MemoryView, Module, RuntimeError,
+    TypedFunction, Value,
+};
+use worldloom_plugin_abi::frame;
+
+/// The only preview1 functions a module may import (what the pinned
+/// interpreter imports, plus the mutating ones we stub out).
+pub const ALLOWED_WASI: &[&str] = &[
+    "args_get",
+    "args_sizes_get",
+    "environ_get",
+    "environ_sizes_get",
+    "clock_res_get",
+    "clock_time_get",
+    "fd_advise",
+    "fd_close",
+    "fd_datasync",
+    "fd_fdstat_get",
+    "fd_fdstat_set_flags",
+    "fd_filestat_get",
+    "fd_filestat_set_size",
+    "fd_filestat_set_times",
+    "fd_pread",
+    "fd_prestat_get",
+    "fd_prestat_dir_name",
+    "fd_pwrite",
+    "fd_read",
+    "fd_readdir",
+    "fd_seek",
+    "fd_sync",
+    "fd_tell",
+    "fd_write",
+    "path_create_directory",
+    "path_filestat_get",
+    "path_filestat_set_times",
+    "path_link",
+    "path_open",
+    "path_readlink",
+    "path_remove_directory",
+    "path_rename",
+    "path_symlink",
+    "path_unlink_file",
+    "poll_oneoff",
+    "proc_exit",
+    "sched_yield",
+    "random_get",
+    "sock_accept",
+    "sock_recv",
+    "sock_send",
+    "sock_shutdown",
+    // Stubbed out if present.
+    "fd_allocate",
+    "fd_renumber",
+    "fd_fdstat_set_rights",
+    "proc_raise",
+];
+
+pub const WASI_NS: &str = "wasi_snapshot_preview1";
+
+const E_OK: i32 = 0;
+const E_FAULT: i32 = 21;
+const E_INVAL: i32 = 28;
+const E_MFILE: i32 = 33;
+const E_NOTSUP: i32 = 58;
+const E_ROFS: i32 = 69;
+
+/// Imports that would mutate the filesystem or process: answered with an errno.
+const DENY: &[(&str, i32)] = &[
+    ("path_create_directory", E_ROFS),
+    ("path_link", E_ROFS),
+    ("path_remove_directory", E_ROFS),
+    ("path_rename", E_ROFS),
+    ("path_symlink", E_ROFS),
+    ("path_unlink_file", E_ROFS),
+    ("path_filestat_set_times", E_ROFS),
+    ("fd_filestat_set_times", E_ROFS),
+    ("fd_filestat_set_size", E_ROFS),
+    ("fd_allocate", E_ROFS),
+    ("fd_renumber", E_NOTSUP),
+    ("fd_fdstat_set_rights", E_NOTSUP),
+    ("proc_raise", E_NOTSUP),
+    ("sock_accept", E_NOTSUP),
+    ("sock_recv", E_NOTSUP),
+    ("sock_send", E_NOTSUP),
+    ("sock_shutdown", E_NOTSUP),
+];
+
+/// Fixed wall-clock epoch the guest sees at the start of every call
+/// (2024-01-01T00:00:00Z), in ns.
+pub const REALTIME_EPOCH_NS: u64 = 1_704_067_200_000_000_000;
+/// Monotonic clock value at the start of every call, in ns.
+pub const MONOTONIC_START_NS: u64 = 1_000_000_000;
+/// How far the virtual clock moves on every read, so busy-waits progress
+/// deterministically.
+pub const CLOCK_TICK_NS: u64 = 1_000;
+
+/// Why the host stopped a guest from inside an import.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HostTrap {
+    /// `proc_exit(code)`, with the raw code (wasix would fold it modulo 256).
+    #[error("plugin called exit({0})")]
+    Exit(i32),
+    /// A sleep or clock read that would pass the call's deadline.
+    #[error("the plugin slept past its deadline")]
+    PastDeadline,
+}
+
+/// What the door hands out during the current turn.
+#[derive(Debug, Default)]
+pub enum Request {
+    /// Between turns: the door answers nothing.
+    #[default]
+    Idle,
+    /// Loading a plugin: `src` returns the plugin's source.
+    Load(Vec<u8>),
+    /// Calling a hook: `in` returns the input frame.
+    Call(Vec<u8>),
+    /// An internal turn (harness set-up): the door answers nothing.
+    Internal,
+}
+
+/// The result the guest handed over, or why it could not.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The first result frame (starting with `WLO1`).
+    pub frame: Option<Vec<u8>>,
+    /// The guest tried to hand over a frame larger than the cap (not copied).
+    pub oversized: Option<u64>,
+    /// The guest sent a second result frame.
+    pub duplicate: bool,
+}
+
+/// State shared by the door and the overridden imports of one instance.
+pub struct HostState {
+    pub memory: Option<Memory>,
+    pub alloc: Option<TypedFunction<i32, i32>>,
+    path_open: Option<Function>,
+    fd_close: Option<Function>,
+    /// Virtual ns elapsed since the turn started.
+    pub elapsed_ns: u64,
+    /// Virtual ns the turn may spend (its deadline).
+    pub virtual_deadline_ns: u64,
+    pub rng: ChaCha20Rng,
+    pub request: Request,
+    /// Largest result frame the guest may hand over, bytes.
+    pub frame_cap: u64,
+    pub outcome: Outcome,
+    /// Descriptors the guest opened with `path_open` and has not closed.
+    pub open_fds: BTreeSet<u32>,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState").field("elapsed_ns", &self.elapsed_ns).finish_non_exhaustive()
+    }
+}
+
+impl Default for HostState {
+    fn default() -> Self {
+        Self {
+            memory: None,
+            alloc: None,
+            path_open: None,
+            fd_close: None,
+            elapsed_ns: 0,
+            virtual_deadline_ns: 0,
+            rng: ChaCha20Rng::from_seed([0; 32]),
+            request: Request::Idle,
+            frame_cap: 0,
+            outcome: Outcome::default(),
+            open_fds: BTreeSet::new(),
+        }
+    }
+}
+
+/// A ChaCha seed derived from a 64-bit seed and a domain string.
+pub fn rng_for(domain: &str, seed: u64) -> ChaCha20Rng {
+    let mut h = Sha256::new();
+    h.update(b"worldloom-sandbox-rng-v1\0");
+    h.update(domain.as_bytes());
+    h.update([0]);
+    h.update(seed.to_le_bytes());
+    ChaCha20Rng::from_seed(h.finalize().into())
+}
+
+impl HostState {
+    /// Prepares for a turn: virtual clock back to its epoch, fresh RNG,
+    /// empty outcome.
+    pub fn begin_turn(&mut self, request: Request, rng: ChaCha20Rng, deadline_ms: u64, frame_cap: u64) {
+        self.elapsed_ns = 0;
+        self.virtual_deadline_ns = deadline_ms.saturating_mul(1_000_000);
+        self.rng = rng;
+        self.request = request;
+        self.frame_cap = frame_cap;
+        self.outcome = Outcome::default();
+    }
+
+    pub fn end_turn(&mut self) -> Outcome {
+        self.request = Request::Idle;
+        std::mem::take(&mut self.outcome)
+    }
+
+    fn advance(&mut self, ns: u64) -> Result<(), HostTrap> {
+        self.elapsed_ns = self.elapsed_ns.saturating_add(ns);
+        if self.elapsed_ns > self.virtual_deadline_ns {
+            return Err(HostTrap::PastDeadline);
+        }
+        Ok(())
+    }
+}
+
+fn view<'a>(mem: &Option<Memory>, store: &'a impl wasmer::AsStoreRef) -> Option<MemoryView<'a>> {
+    mem.as_ref().map(|m| m.view(store))
+}
+
+fn addr(p: i32) -> u64 {
+    u64::from(p as u32)
+}
+
+fn clock_time_get(mut env: FunctionEnvMut<HostState>, id: i32, _precision: i64, out: i32) -> Result<i32, RuntimeError> {
+    let (st, store) = env.data_and_store_mut();
+    let base = match id {
+        0 => REALTIME_EPOCH_NS,
+        1..=3 => MONOTONIC_START_NS,
+        _ => return Ok(E_INVAL),
+    };
+    st.advance(CLOCK_TICK_NS).map_err(|e| RuntimeError::user(Box::new(e)))?;
+    let t = base.saturating_add(st.elapsed_ns);
+    let Some(v) = view(&st.memory, &store) else { return Ok(E_FAULT) };
+    Ok(if v.write(addr(out), &t.to_le_bytes()).is_ok() { E_OK } else { E_FAULT })
+}
+
+fn clock_res_get(mut env: FunctionEnvMut<HostState>, id: i32, out: i32) -> i32 {
+    let (st, store) = env.data_and_store_mut();
+    if !(0..=3).contains(&id) {
+        return E_INVAL;
+    }
+    let Some(v) = view(&st.memory, &store) else { return E_FAULT };
+    if v.write(addr(out), &CLOCK_TICK_NS.to_le_bytes()).is_ok() { E_OK } else { E_FAULT }
+}
+
+fn random_get(mut env: FunctionEnvMut<HostState>, buf: i32, len: i32) -> i32 {
+    let (st, store) = env.data_and_store_mut();
+    let Some(v) = view(&st.memory, &store) else { return E_FAULT };
+    let (mut off, end) = (addr(buf), addr(buf) + addr(len));
+    if end > v.data_size() {
+        return E_FAULT;
+    }
+    let mut tmp = [0u8; 4096];
+    while off < end {
+        let n = ((end - off) as usize).min(tmp.len());
+        st.rng.fill_bytes(&mut tmp[..n]);
+        if v.write(off, &tmp[..n]).is_err() {
+            return E_FAULT;
+        }
+        off += n as u64;
+    }
+    E_OK
+}
+
+fn sched_yield(_env: FunctionEnvMut<HostState>) -> i32 {
+    E_OK
+}
+
+fn proc_exit(_env: FunctionEnvMut<HostState>, code: i32) -> Result<(), RuntimeError> {
+    Err(RuntimeError::user(Box::new(HostTrap::Exit(code))))
+}
+
+const SUB_SIZE: u64 = 48;
+const EVENT_SIZE: u64 = 32;
+const MAX_SUBS: i32 = 256;
+
+/// `poll_oneoff` that never blocks: fd subscriptions are ready at once
+/// (stdin is always at EOF, the log always writable); clock subscriptions
+/// move the virtual clock to the earliest timeout. A sleep past the call's
+/// deadline stops the call (the host reports `timeout`).
+fn poll_oneoff(
+    mut env: FunctionEnvMut<HostState>,
+    inp: i32,
+    out: i32,
+    nsubs: i32,
+    nevents: i32,
+) -> Result<i32, RuntimeError> {
+    let (st, store) = env.data_and_store_mut();
+    let Some(v) = view(&st.memory, &store) else { return Ok(E_FAULT) };
+    if nsubs <= 0 || nsubs > MAX_SUBS {
+        return Ok(E_INVAL);
+    }
+    // Check where the events will go before anything happens (a failed
+    // write after a virtual sleep would still have moved the clock).
+    let size = v.data_size();
+    let fits = |at: u64, len: u64| at.checked_add(len).is_some_and(|end| end <= size);
+    if !fits(addr(out), nsubs as u64 * EVENT_SIZE) || !fits(addr(nevents), 4) {
+        return Ok(E_FAULT);
+    }
+    let mut subs = Vec::with_capacity(nsubs as usize);
+    for i in 0..nsubs as u64 {
+        let mut b = [0u8; SUB_SIZE as usize];
+        if v.read(addr(inp) + i * SUB_SIZE, &mut b).is_err() {
+            return Ok(E_FAULT);
+        }
+        subs.push(b);
+    }
+    let le64 = |b: &[u8], at: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(a)
+    };
+    let event = |userdata: u64, ty: u8, hangup: bool| {
+        let mut e = [0u8; EVENT_SIZE as usize];
+        e[0..8].copy_from_slice(&userdata.to_le_bytes());
+        e[10] = ty;
+        if hangup {
+            e[24] = 1;
+        }
+        e
+    };
+    let mut events: Vec<[u8; EVENT_SIZE as usize]> = Vec::new();
+    for b in &subs {
+        match b[8] {
+            0 => {}
+            // fd_read: ready (stdin is at EOF: report hang-up); fd_write: ready.
+            1 | 2 => events.push(event(le64(b, 0), b[8], b[8] == 1)),
+            _ => return Ok(E_INVAL),
+        }
+    }
+    if events.is_empty() {
+        // Only clocks: sleep (virtually) until the earliest one fires.
+        let mut wake = u64::MAX;
+        for b in &subs {
+            let id = u32::from_le_bytes([b[16], b[17], b[18], b[19]]);
+            let timeout = le64(b, 24);
+            let abs = u16::from_le_bytes([b[40], b[41]]) & 1 != 0;
+            let now = match id {
+                0 => REALTIME_EPOCH_NS.saturating_add(st.elapsed_ns),
+                1..=3 => MONOTONIC_START_NS.saturating_add(st.elapsed_ns),
+                _ => return Ok(E_INVAL),
+            };
+            let rel = if abs { timeout.saturating_sub(now) } else { timeout };
+            wake = wake.min(rel);
+        }
+        st.advance(wake).map_err(|e| RuntimeError::user(Box::new(e)))?;
+        for b in &subs {
+            events.push(event(le64(b, 0), 0, false));
+        }
+    }
+    for (i, e) in events.iter().enumerate() {
+        if v.write(addr(out) + i as u64 * EVENT_SIZE, e).is_err() {
+            return Ok(E_FAULT);
+        }
+    }
+    if v.write(addr(nevents), &(events.len() as u32).to_le_bytes()).is_err() {
+        return Ok(E_FAULT);
+    }
+    Ok(E_OK)
+}
+
+/// Most files a guest may hold open at once (host memory per open file is
+/// small, but would otherwise be bounded only by fuel).
+pub const MAX_OPEN_FILES: usize = 256;
+
+// Preview1 rights, open flags and fd flags that mean "this open may modify
+// a file". wasi-libc drops all four rights for read-only opens.
+const RIGHT_FD_DATASYNC: i64 = 1 << 0;
+const RIGHT_FD_WRITE: i64 = 1 << 6;
+const RIGHT_FD_ALLOCATE: i64 = 1 << 8;
+const RIGHT_FD_FILESTAT_SET_SIZE: i64 = 1 << 22;
+const OFLAG_CREAT: i32 = 1;
+const OFLAG_EXCL: i32 = 4;
+const OFLAG_TRUNC: i32 = 8;
+const FDFLAG_APPEND: i32 = 1;
+
+/// wasix's `path_open`, refusing any open that could modify a file (the
+/// filesystem is read-only: EROFS) and recording the descriptors it hands
+/// out.
+#[allow(clippy::too_many_arguments)]
+fn path_open(
+    mut env: FunctionEnvMut<HostState>,
+    dirfd: i32,
+    dirflags: i32,
+    path: i32,
+    path_len: i32,
+    oflags: i32,
+    rights_base: i64,
+    rights_inheriting: i64,
+    fdflags: i32,
+    fd_out: i32,
+) -> Result<i32, RuntimeError> {
+    let writes = RIGHT_FD_WRITE | RIGHT_FD_DATASYNC | RIGHT_FD_ALLOCATE | RIGHT_FD_FILESTAT_SET_SIZE;
+    if rights_base & writes != 0
+        || oflags & (OFLAG_CREAT | OFLAG_EXCL | OFLAG_TRUNC) != 0
+        || fdflags & FDFLAG_APPEND != 0
+    {
+        return Ok(E_ROFS);
+    }
+    if env.data().open_fds.len() >= MAX_OPEN_FILES {
+        return Ok(E_MFILE);
+    }
+    let Some(orig) = env.data().path_open.clone() else { return Ok(E_NOTSUP) };
+    let args = [
+        Value::I32(dirfd),
+        Value::I32(dirflags),
+        Value::I32(path),
+        Value::I32(path_len),
+        Value::I32(oflags),
+        Value::I64(rights_base),
+        Value::I64(rights_inheriting),
+        Value::I32(fdflags),
+        Value::I32(fd_out),
+    ];
+    let r = orig.call(&mut env, &args)?;
+    let errno = match r.first() {
+        Some(Value::I32(e)) => *e,
+        _ => E_INVAL,
+    };
+    if errno == E_OK {
+        let (st, store) = env.data_and_store_mut();
+        let mut b = [0u8; 4];
+        if let Some(v) = view(&st.memory, &store)
+            && v.read(addr(fd_out), &mut b).is_ok()
+        {
+            st.open_fds.insert(u32::from_le_bytes(b));
+        }
+    }
+    Ok(errno)
+}
+
+/// wasix's `fd_close`, keeping the open-descriptor record.
+fn fd_close(mut env: FunctionEnvMut<HostState>, fd: i32) -> Result<i32, RuntimeError> {
+    let Some(orig) = env.data().fd_close.clone() else { return Ok(E_NOTSUP) };
+    let r = orig.call(&mut env, &[Value::I32(fd)])?;
+    let errno = match r.first() {
+        Some(Value::I32(e)) => *e,
+        _ => E_INVAL,
+    };
+    if errno == E_OK {
+        env.data_mut().open_fds.remove(&(fd as u32));
+    }
+    Ok(errno)
+}
+
+const DOOR_OK: i32 = 0;
+const DOOR_NO_HOST: i32 = -1;
+const DOOR_FAULT: i32 = -2;
+/// Longest door request other than a result frame.
+const SMALL_REQUEST: u64 = 16;
+
+/// `host.call(ptr, len, out_ptr_ptr, out_len_ptr) -> status`: the guest's
+/// only channel to the host. Requests: `in` (the input frame), `src` (the
+/// plugin source, while loading), `out` + result frame.
+fn door(mut env: FunctionEnvMut<HostState>, ptr: i32, len: i32, out_pp: i32, out_lp: i32) -> Result<i32, RuntimeError> {
+    let (st, store) = env.data_and_store_mut();
+    let Some(v) = view(&st.memory, &store) else { return Ok(DOOR_NO_HOST) };
+    let (ptr, len) = (addr(ptr), addr(len));
+    if ptr.checked_add(len).is_none_or(|end| end > v.data_size()) {
+        return Ok(DOOR_FAULT);
+    }
+    let mut head = [0u8; 3];
+    let hn = (len as usize).min(3);
+    if v.read(ptr, &mut head[..hn]).is_err() {
+        return Ok(DOOR_FAULT);
+    }
+    if hn == 3 && head == *b"out" {
+        // Check the size before copying anything.
+        let body_len = len - 3;
+        if body_len > st.frame_cap {
+            st.outcome.oversized = Some(body_len);
+            return Ok(DOOR_FAULT);
+        }
+        if matches!(st.request, Request::Idle) {
+            return Ok(DOOR_NO_HOST);
+        }
+        if st.outcome.frame.is_some() {
+            st.outcome.duplicate = true;
+            return Ok(DOOR_FAULT);
+        }
+        let mut body = vec![0u8; body_len as usize];
+        if v.read(ptr + 3, &mut body).is_err() {
+            return Ok(DOOR_FAULT);
+        }
+        st.outcome.frame = Some(body);
+        return respond(&mut env, &[], out_pp, out_lp);
+    }
+    if len > SMALL_REQUEST {
+        return Ok(DOOR_FAULT);
+    }
+    let mut req = vec![0u8; len as usize];
+    if v.read(ptr, &mut req).is_err() {
+        return Ok(DOOR_FAULT);
+    }
+    let answer = match (&st.request, req.as_slice()) {
+        (Request::Call(input), r) if r == frame::DOOR_INPUT => input.clone(),
+        (Request::Load(src), r) if r == frame::DOOR_SOURCE => src.clone(),
+        _ => return Ok(DOOR_FAULT),
+    };
+    respond(&mut env, &answer, out_pp, out_lp)
+}
+
+/// Copies `data` into a fresh guest buffer (`host_alloc`, re-entering the
+/// guest) and writes its address and length for the guest.
+fn respond(env: &mut FunctionEnvMut<HostState>, data: &[u8], out_pp: i32, out_lp: i32) -> Result<i32, RuntimeError> {
+    let Some(alloc) = env.data().alloc.clone() else { return Ok(DOOR_NO_HOST) };
+    let Ok(n) = i32::try_from(data.len()) else { return Ok(DOOR_FAULT) };
+    let q = alloc.call(env, n.max(1))?;
+    if q == 0 {
+        return Ok(DOOR_NO_HOST);
+    }
+    let (st, store) = env.data_and_store_mut();
+    // A new view: the allocation may have grown the memory.
+    let Some(v) = view(&st.memory, &store) else { return Ok(DOOR_NO_HOST) };
+    if v.write(addr(q), data).is_err()
+        || v.write(addr(out_pp), &(q as u32).to_le_bytes()).is_err()
+        || v.write(addr(out_lp), &(n as u32).to_le_bytes()).is_err()
+    {
+        return Ok(DOOR_FAULT);
+    }
+    Ok(DOOR_OK)
+}
+
+/// Checks the module imports only what we provide: preview1 functions from
+/// [`ALLOWED_WASI`] and `host.call`.
+pub fn check_imports(module: &Module) -> Result<(), String> {
+    for imp in module.imports() {
+        let ok = match (imp.module(), imp.name()) {
+            (WASI_NS, n) => ALLOWED_WASI.contains(&n),
+            ("host", "call") => true,
+            _ => false,
+        };
+        if !ok || !matches!(imp.ty(), ExternType::Function(_)) {
+            return Err(format!(
+                "the interpreter module imports {}.{}, which the sandbox does not allow",
+                imp.module(),
+                imp.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the host-touching preview1 imports in `imports` with ours, adds
+/// deny stubs and the door.
+pub fn override_imports(
+    store: &mut impl AsStoreMut,
+    module: &Module,
+    imports: &mut Imports,
+    env: &FunctionEnv<HostState>,
+) {
+    let p1 = WASI_NS;
+    let orig_open = imports.get_export(p1, "path_open").and_then(|e| match e {
+        wasmer::Extern::Function(f) => Some(f),
+        _ => None,
+    });
+    let orig_close = imports.get_export(p1, "fd_close").and_then(|e| match e {
+        wasmer::Extern::Function(f) => Some(f),
+        _ => None,
+    });
+    {
+        let st = env.as_mut(store);
+        st.path_open = orig_open;
+        st.fd_close = orig_close;
+    }
+    imports.define(p1, "clock_time_get", Function::new_typed_with_env(store, env, clock_time_get));
+    imports.define(p1, "clock_res_get", Function::new_typed_with_env(store, env, clock_res_get));
+    imports.define(p1, "random_get", Function::new_typed_with_env(store, env, random_get));
+    imports.define(p1, "poll_oneoff", Function::new_typed_with_env(store, env, poll_oneoff));
+    imports.define(p1, "sched_yield", Function::new_typed_with_env(store, env, sched_yield));
+    imports.define(p1, "proc_exit", Function::new_typed_with_env(store, env, proc_exit));
+    imports.define(p1, "path_open", Function::new_typed_with_env(store, env, path_open));
+    imports.define(p1, "fd_close", Function::new_typed_with_env(store, env, fd_close));
+    for imp in module.imports() {
+        if imp.module() != p1 {
+            continue;
+        }
+        if let (Some(&(_, errno)), ExternType::Function(ft)) = (DENY.iter().find(|(n, _)| *n == imp.name()), imp.ty()) {
+            let ft = ft.clone();
+            let results_i32 = ft.results() == [wasmer::Type::I32];
+            imports.define(
+                p1,
+                imp.name(),
+                Function::new_with_env(store, env, ft, move |_env, _args| -> Result<Vec<Value>, RuntimeError> {
+                    if results_i32 { Ok(vec![Value::I32(errno)]) } else { Ok(vec![]) }
+                }),
+            );
+        }
+    }
+    imports.define("host", "call", Function::new_typed_with_env(store, env, door));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmer::{Imports, Instance, Module, Store, TypedFunction};
+
+    /// A tiny hand-assembled module standing in for a fully compromised
+    /// guest: it calls `host.call` and `poll_oneoff` with whatever pointers
+    /// the test gives it.
+    /// (module
+    ///   (import "host" "call" (func $door (param i32 i32 i32 i32) (result i32)))
+    ///   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+    ///   (memory (export "memory") 1)
+    ///   (func (export "door") (param i32 i32 i32 i32) (result i32) local.get 0..3 call $door)
+    ///   (func (export "host_alloc") (param i32) (result i32) i32.const 4096)
+    ///   (func (export "poll") (param i32 i32 i32 i32) (result i32) local.get 0..3 call $poll))
+    fn guest() -> Vec<u8> {
+        let mut m = vec![0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+        let section = |m: &mut Vec<u8>, id: u8, body: &[u8]| {
+            m.push(id);
+            m.push(body.len() as u8);
+            m.extend_from_slice(body);
+        };
+        section(&mut m, 1, &[2, 0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 1, 0x7f, 0x60, 1, 0x7f, 1, 0x7f]);
+        let mut imports = vec![2];
+        for (module, name) in [("host", "call"), ("wasi_snapshot_preview1", "poll_oneoff")] {
+            imports.push(module.len() as u8);
+            imports.extend_from_slice(module.as_bytes());
+            imports.push(name.len() as u8);
+            imports.extend_from_slice(name.as_bytes());
+            imports.extend_from_slice(&[0, 0]);
+        }
+        section(&mut m, 2, &imports);
+        section(&mut m, 3, &[3, 0, 1, 0]);
+        section(&mut m, 5, &[1, 0, 1]);
+        let mut exports = vec![4];
+        for (name, kind, idx) in [("memory", 2u8, 0u8), ("door", 0, 2), ("host_alloc", 0, 3), ("poll", 0, 4)] {
+            exports.push(name.len() as u8);
+            exports.extend_from_slice(name.as_bytes());
+            exports.extend_from_slice(&[kind, idx]);
+        }
+        section(&mut m, 7, &exports);
+        let fwd = |callee: u8| vec![12, 0, 0x20, 0, 0x20, 1, 0x20, 2, 0x20, 3, 0x10, callee, 0x0b];
+        let mut code = vec![3];
+        code.extend(fwd(0));
+        code.extend_from_slice(&[5, 0, 0x41, 0x80, 0x20, 0x0b]);
+        code.extend(fwd(1));
+        section(&mut m, 10, &code);
+        m
+    }
+
+    type Four = TypedFunction<(i32, i32, i32, i32), i32>;
+
+    fn setup() -> (Store, FunctionEnv<HostState>, Four, Four, Memory) {
+        let mut store = Store::default();
+        let module = Module::new(&store, guest()).unwrap();
+        let env = FunctionEnv::new(&mut store, HostState::default());
+        let mut imports = Imports::new();
+        override_imports(&mut store, &module, &mut imports, &env);
+        let instance = Instance::new(&mut store, &module, &imports).unwrap();
+        let memory = instance.exports.get_memory("memory").unwrap().clone();
+        let door: Four = instance.exports.get_typed_function(&store, "door").unwrap();
+        let poll: Four = instance.exports.get_typed_function(&store, "poll").unwrap();
+        let alloc = instance.exports.get_typed_function(&store, "host_alloc").unwrap();
+        let st = env.as_mut(&mut store);
+        st.memory = Some(memory.clone());
+        st.alloc = Some(alloc);
+        (store, env, door, poll, memory)
+    }
+
+    #[test]
+    fn the_door_bounds_checks_every_guest_address() {
+        let (mut store, env, door, _, memory) = setup();
+        env.as_mut(&mut store).begin_turn(Request::Call(b"frame".to_vec()), rng_for("t", 0), 1000, 64);
+        memory.view(&store).write(0, b"in").unwrap();
+        memory.view(&store).write(100, b"out0123456789").unwrap();
+        let top = 65536 - 2;
+        for (p, l, opp, olp) in [
+            (-16, 100, 200, 204),     // request past the end of memory
+            (0, -1, 200, 204),        // length wrapping the address space
+            (top, 2, 200, 204),       // request straddling the end
+            (0, 2, -4, 204),          // result pointer out of bounds
+            (0, 2, 200, 65535),       // result length pointer straddling the end
+            (0, 17, 200, 204),        // unknown long request
+            (100, 200_000, 200, 204), // "out" frame longer than memory
+        ] {
+            assert_eq!(door.call(&mut store, p, l, opp, olp).unwrap(), DOOR_FAULT, "{p} {l} {opp} {olp}");
+        }
+        // A valid request is answered through host_alloc (at 4096).
+        assert_eq!(door.call(&mut store, 0, 2, 200, 204).unwrap(), DOOR_OK);
+        let v = memory.view(&store);
+        let mut b = [0u8; 8];
+        v.read(200, &mut b).unwrap();
+        assert_eq!(b, [0, 16, 0, 0, 5, 0, 0, 0]);
+        let mut got = [0u8; 5];
+        v.read(4096, &mut got).unwrap();
+        assert_eq!(&got, b"frame");
+        // A result frame over the cap is refused without being copied.
+        assert_eq!(door.call(&mut store, 100, 13, 200, 204).unwrap(), DOOR_OK);
+        assert_eq!(env.as_ref(&store).outcome.frame.as_deref(), Some(&b"0123456789"[..]));
+        env.as_mut(&mut store).frame_cap = 4;
+        assert_eq!(door.call(&mut store, 100, 13, 200, 204).unwrap(), DOOR_FAULT);
+        assert_eq!(env.as_ref(&store).outcome.oversized, Some(10));
+        // Between turns the door answers nothing.
+        env.as_mut(&mut store).end_turn();
+        assert_eq!(door.call(&mut store, 0, 2, 200, 204).unwrap(), DOOR_FAULT);
+    }
+
+    #[test]
+    fn poll_oneoff_never_blocks_and_checks_pointers() {
+        let (mut store, env, _, poll, memory) = setup();
+        env.as_mut(&mut store).begin_turn(Request::Internal, rng_for("t", 0), 1000, 0);
+        // One relative clock subscription of 0.5 s at 0.
+        let mut sub = [0u8; 48];
+        sub[0..8].copy_from_slice(&7u64.to_le_bytes());
+        sub[24..32].copy_from_slice(&500_000_000u64.to_le_bytes());
+        sub[16..20].copy_from_slice(&1u32.to_le_bytes());
+        memory.view(&store).write(0, &sub).unwrap();
+        for (inp, out, n, nev) in
+            [(-8, 100, 1, 300), (0, -8, 1, 300), (0, 100, 1, -2), (0, 100, 0, 300), (0, 100, 100_000, 300)]
+        {
+            let r = poll.call(&mut store, inp, out, n, nev).unwrap();
+            assert!(r == E_FAULT || r == E_INVAL, "{inp} {out} {n} {nev}: {r}");
+        }
+        let before = env.as_ref(&store).elapsed_ns;
+        assert_eq!(poll.call(&mut store, 0, 100, 1, 300).unwrap(), E_OK);
+        assert_eq!(env.as_ref(&store).elapsed_ns - before, 500_000_000);
+        let mut ev = [0u8; 8];
+        memory.view(&store).read(100, &mut ev).unwrap();
+        assert_eq!(u64::from_le_bytes(ev), 7);
+        // A sleep past the (1 s) deadline stops the guest at once.
+        sub[24..32].copy_from_slice(&10_000_000_000u64.to_le_bytes());
+        memory.view(&store).write(0, &sub).unwrap();
+        let e = poll.call(&mut store, 0, 100, 1, 300).unwrap_err();
+        assert!(matches!(e.downcast_ref::<HostTrap>(), Some(HostTrap::PastDeadline)), "{e}");
+    }
+}

@@ -1,0 +1,238 @@
+//! A warm sandbox: one plugin loaded and snapshotted, serving hook calls
+//! with fresh state each time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use worldloom_plugin_abi::{CallStats, ErrorKind, HookInput, HookOutput, Limits, PluginError, PluginInfo};
+
+use crate::engine::Engine;
+use crate::error::SandboxError;
+use crate::host::{Request, rng_for};
+use crate::image::Image;
+use crate::instance::{Live, TurnLimits, TurnSource};
+use crate::validate::{self, Phase};
+use crate::{Core, ResetStrategy};
+
+/// The outcome of one hook call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallReport {
+    pub result: Result<HookOutput, PluginError>,
+    /// What the call printed (stdout and stderr, interleaved), at most
+    /// `log_bytes`.
+    pub log: String,
+    pub stats: CallStats,
+}
+
+/// One warm interpreter with a plugin loaded. `Send`; used by one thread at
+/// a time. After every call (success or failure) it is restored to the
+/// snapshot taken right after the plugin loaded.
+pub struct Sandbox {
+    core: Arc<Core>,
+    wasmer: wasmer::Engine,
+    limits: Limits,
+    strategy: ResetStrategy,
+    name: String,
+    info: PluginInfo,
+    warnings: Vec<String>,
+    load_log: String,
+    image: Arc<Image>,
+    live: Option<Live>,
+    calls: u64,
+    rebuilds: u64,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("name", &self.name)
+            .field("strategy", &self.strategy)
+            .field("info", &self.info)
+            .field("calls", &self.calls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        engine: &Engine,
+        name: &str,
+        info: PluginInfo,
+        warnings: Vec<String>,
+        load_log: String,
+        image: Arc<Image>,
+        live: Option<Live>,
+        strategy: ResetStrategy,
+    ) -> Self {
+        Sandbox {
+            core: engine.core.clone(),
+            wasmer: engine.wasmer.clone(),
+            limits: engine.limits,
+            strategy,
+            name: name.to_owned(),
+            info,
+            warnings,
+            load_log,
+            image,
+            live,
+            calls: 0,
+            rebuilds: 0,
+        }
+    }
+
+    /// The plugin's hooks and declared parameters.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// Load-time warnings (e.g. "did you mean terrain?").
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// What the module-level code printed while loading.
+    pub fn load_log(&self) -> &str {
+        &self.load_log
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn strategy(&self) -> ResetStrategy {
+        self.strategy
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Linear memory of the plugin's snapshot, bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.image.len()
+    }
+
+    /// Bytes of the snapshot memfd actually stored (zero pages are holes).
+    /// Shared by every sandbox forked from this one.
+    pub fn snapshot_stored_bytes(&self) -> usize {
+        self.image.stored_bytes
+    }
+
+    /// How many times the instance was rebuilt from the snapshot because a
+    /// reset failed (0 in normal operation).
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
+    }
+
+    /// Pages the resets of this sandbox's current instance have restored so
+    /// far (for measuring how much a call dirties).
+    pub fn pages_restored(&self) -> usize {
+        self.live.as_ref().map_or(0, |l| l.pages_reset)
+    }
+
+    /// Another warm sandbox for the same plugin, sharing this one's snapshot
+    /// (no re-load; one memfd serves both).
+    pub fn fork(&self) -> Result<Sandbox, SandboxError> {
+        let live = if self.strategy == ResetStrategy::FreshInstance {
+            None
+        } else {
+            Some(Live::from_image(&self.core, &self.wasmer, &self.image, self.strategy)?)
+        };
+        Ok(Sandbox {
+            core: self.core.clone(),
+            wasmer: self.wasmer.clone(),
+            limits: self.limits,
+            strategy: self.strategy,
+            name: self.name.clone(),
+            info: self.info.clone(),
+            warnings: self.warnings.clone(),
+            load_log: self.load_log.clone(),
+            image: self.image.clone(),
+            live,
+            calls: 0,
+            rebuilds: 0,
+        })
+    }
+
+    /// Calls a hook. Plugin failures are in `result`; a host-side failure
+    /// (which should not happen) is reported as a `trap` and logged.
+    pub fn call(&mut self, input: &HookInput) -> CallReport {
+        match self.try_call(input) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(plugin = %self.name, error = %e, "sandbox host error");
+                CallReport {
+                    result: Err(PluginError::new(ErrorKind::Trap, format!("internal sandbox error: {e}"))),
+                    log: String::new(),
+                    stats: CallStats::default(),
+                }
+            }
+        }
+    }
+
+    /// Calls a hook, separating host-side errors (invalid input, a failed
+    /// reset) from plugin failures.
+    pub fn try_call(&mut self, input: &HookInput) -> Result<CallReport, SandboxError> {
+        let frame = validate::input_frame(input, self.core.biome_count, &self.limits)?;
+        if !self.info.hooks.contains(&input.hook) {
+            return Ok(CallReport {
+                result: Err(PluginError::new(
+                    ErrorKind::MissingHook,
+                    format!("the plugin does not define {}(ctx, chunk)", input.hook),
+                )),
+                log: String::new(),
+                stats: CallStats::default(),
+            });
+        }
+        let mut live = match self.live.take() {
+            Some(l) if self.strategy != ResetStrategy::FreshInstance => l,
+            _ => Live::from_image(&self.core, &self.wasmer, &self.image, self.strategy)?,
+        };
+        self.calls += 1;
+        let limits = TurnLimits {
+            fuel: self.limits.fuel,
+            deadline: Duration::from_millis(self.limits.deadline_ms),
+            log_bytes: usize::try_from(self.limits.log_bytes).unwrap_or(usize::MAX),
+            frame_cap: self.limits.output_bytes.saturating_add(5),
+        };
+        let turn = live.run_turn(
+            &self.core,
+            TurnSource::At(self.image.call_src.0, self.image.call_src.1),
+            Request::Call(frame),
+            rng_for("call", input.random_seed),
+            limits,
+        );
+        // Restore before anything else, whatever happened.
+        if self.strategy != ResetStrategy::FreshInstance {
+            match live.reset(&self.core, &self.image, self.strategy) {
+                Ok(()) => self.live = Some(live),
+                Err(e) => {
+                    // Never reuse a dirty instance: drop it; the next call
+                    // builds a new one from the snapshot.
+                    tracing::warn!(plugin = %self.name, error = %e, "reset failed; rebuilding from the snapshot");
+                    self.rebuilds += 1;
+                    drop(live);
+                }
+            }
+        }
+        let tr = turn?;
+        let stats =
+            CallStats { wall_us: tr.wall.as_micros() as u64, fuel: tr.fuel_used, memory_bytes: tr.memory_bytes };
+        let result = validate::classify(&tr, &self.limits, Phase::Call)
+            .and_then(|body| validate::hook_output(input.hook, &body, input, self.core.biome_count, &self.limits));
+        Ok(CallReport { result, log: tr.log, stats })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn assert_send<T: Send>() {}
+    fn assert_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn sandbox_is_send_and_engine_is_sync() {
+        assert_send::<super::Sandbox>();
+        assert_sync::<crate::Engine>();
+    }
+}

@@ -15,7 +15,7 @@ use crate::ids::WorldId;
 pub struct NodeId(pub String);
 
 /// The node that ranks highest for `key`, or `None` when no node is live.
-fn highest<'a>(nodes: &'a [NodeId], key: impl Fn(u64) -> u64) -> Option<&'a NodeId> {
+fn highest(nodes: &[NodeId], key: impl Fn(u64) -> u64) -> Option<&NodeId> {
     nodes.iter().max_by_key(|n| (key(mix64(stream(&n.0))), *n))
 }
 

@@ -119,6 +119,7 @@ impl Config {
         let l = &self.limits;
         for (field, ok) in [
             ("limits.fuel", l.fuel > 0),
+            ("limits.load_fuel", l.load_fuel > 0),
             ("limits.deadline_ms", l.deadline_ms > 0),
             ("limits.load_deadline_ms", l.load_deadline_ms > 0),
             ("limits.memory_bytes", l.memory_bytes >= 64 << 20),

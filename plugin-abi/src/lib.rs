@@ -279,8 +279,11 @@ pub struct CallStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Instruction budget per call (deterministic).
+    /// Instruction budget per hook call (deterministic).
     pub fuel: u64,
+    /// Instruction budget for loading a plugin (its module-level code, e.g.
+    /// `import scipy` costs about 2.5e9).
+    pub load_fuel: u64,
     /// Wall-clock deadline per hook call, milliseconds.
     pub deadline_ms: u64,
     /// Wall-clock deadline for loading a plugin (module-level code), milliseconds.
@@ -303,6 +306,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             fuel: 2_000_000_000,
+            load_fuel: 20_000_000_000,
             deadline_ms: 2_000,
             load_deadline_ms: 10_000,
             memory_bytes: 256 << 20,

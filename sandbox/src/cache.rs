@@ -88,6 +88,24 @@ pub fn cache_file(cache_dir: &Path, runtime: &Engine) -> (String, PathBuf) {
     (key, cache_dir.join(format!("python-snapshot-{}.wasmu", &digest[..32])))
 }
 
+/// Removes compiled modules of other keys (an older wasmer, recipe or
+/// runtime): each is about 1 GB and can never be used again. A process still
+/// running an old build keeps its mapping; unlinking does not disturb it.
+fn prune_stale(cache_dir: &Path, current: &Path) {
+    let Ok(entries) = fs::read_dir(cache_dir) else { return };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let ours = p.with_extension("") == current.with_extension("");
+        if name.starts_with("python-snapshot-") && !ours {
+            match fs::remove_file(&p) {
+                Ok(()) => tracing::info!(path = %p.display(), "removed a stale compiled module"),
+                Err(e) => tracing::warn!(path = %p.display(), error = %e, "could not remove a stale compiled module"),
+            }
+        }
+    }
+}
+
 struct DirLock(File);
 
 impl DirLock {
@@ -169,6 +187,7 @@ pub fn load_or_compile(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> R
     fs::write(path.with_extension("key"), format!("{key}table-ops={table_ops}\nsegment-ops={segment_ops}\n"))
         .map_err(|e| cache_err(format!("writing the cache key next to {}", path.display()), e))?;
     fs::rename(&tmp, &path).map_err(|e| cache_err(format!("renaming {} into place", tmp.display()), e))?;
+    prune_stale(cache_dir, &path);
     drop(module);
     deserialize(engine, &path).map_err(|e| cache_err(format!("loading freshly compiled {}", path.display()), e))
 }

@@ -189,7 +189,7 @@ impl Engine {
         }
         let mut live = Live::from_image(&self.core, &self.wasmer, &self.base, strategy)?;
         let limits = TurnLimits {
-            fuel: self.limits.fuel,
+            fuel: self.limits.load_fuel,
             deadline: Duration::from_millis(self.limits.load_deadline_ms),
             log_bytes: usize::try_from(self.limits.log_bytes).unwrap_or(usize::MAX),
             frame_cap: MANIFEST_CAP + 5,

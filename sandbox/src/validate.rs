@@ -133,7 +133,11 @@ pub fn classify(tr: &TurnResult, limits: &Limits, phase: Phase) -> Result<Vec<u8
         if tr.fuel_exhausted {
             return failed(PluginError::new(
                 ErrorKind::FuelExhausted,
-                format!("the plugin used up its budget of {} instructions", limits.fuel),
+                format!(
+                    "the plugin used up its budget of {} instructions{}",
+                    if phase == Phase::Load { limits.load_fuel } else { limits.fuel },
+                    if phase == Phase::Load { " while loading" } else { "" }
+                ),
             ));
         }
         if let Some(n) = tr.outcome.oversized {

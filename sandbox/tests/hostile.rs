@@ -565,8 +565,11 @@ fn an_infinite_loop_at_load_runs_out_of_fuel() {
 
 #[test]
 fn an_infinite_loop_at_load_hits_the_load_deadline() {
-    let eng =
-        engine().with_limits(worldloom_plugin_abi::Limits { fuel: u64::MAX / 2, load_deadline_ms: 300, ..tight() });
+    let eng = engine().with_limits(worldloom_plugin_abi::Limits {
+        load_fuel: u64::MAX / 2,
+        load_deadline_ms: 300,
+        ..tight()
+    });
     let (e, _, _) = load_failure(&eng, "load_infinite_loop.py");
     assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
     assert!(e.message.contains("300 ms"), "{e}");

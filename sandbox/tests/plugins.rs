@@ -54,6 +54,18 @@ fn numpy_smoothing_terrain_matches_a_host_computation() {
 }
 
 #[test]
+fn scipy_and_pandas_import_at_load_within_the_default_load_budget() {
+    let mut s = load("load_scipy_pandas.py");
+    let inp = input(HookName::Terrain);
+    let r = s.call(&inp);
+    let h = heights(&r);
+    assert_ne!(h, &inp.layers.height[..], "gaussian_filter changed the terrain");
+    let (lo, hi) = inp.layers.height.iter().fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+    assert!(h.iter().all(|v| (lo - 1e-3..=hi + 1e-3).contains(v)), "smoothing stays within the input's range");
+    assert!(r.stats.fuel < worldloom_plugin_abi::Limits::default().fuel, "a call is far below the per-call budget");
+}
+
+#[test]
 fn biome_hook_with_np_where() {
     let mut s = load("biome_where.py");
     let inp = input(HookName::Biome);

@@ -42,6 +42,7 @@ pub fn engine() -> &'static Arc<Engine> {
 pub fn tight() -> Limits {
     Limits {
         fuel: 300_000_000,
+        load_fuel: 300_000_000,
         deadline_ms: 60_000,
         load_deadline_ms: 60_000,
         memory_bytes: 160 << 20,

@@ -75,8 +75,10 @@ impl Generator {
         let offset = P2::new(fbm(self.s_warp_x, pos * warp_freq, WARP), fbm(self.s_warp_z, pos * warp_freq, WARP));
         let q = (pos + offset * p.warp_strength) * p.frequency;
         let base = fbm(self.s_height, q, self.terrain);
-        let ridges = ridged(self.s_ridge, q * 1.5, self.terrain);
         let highland = smoothstep(0.1, 0.45, base);
+        // Ridges only weigh on high ground; below it their weight is exactly 0,
+        // so skipping them there gives the same bits.
+        let ridges = if highland > 0.0 { ridged(self.s_ridge, q * 1.5, self.terrain) } else { 0.0 };
         let shape = 1.8 * base + p.ridge_strength * highland * ridges;
         shape * p.height_scale
     }

@@ -43,7 +43,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let s = start_with("memory://", |c| c.workers = workers);
-    let cases: [(&str, Option<&str>); 3] = [("no plugins", None), ("identity terrain", Some(IDENTITY)), ("numpy terrain + features", Some(NUMPY))];
+    let cases: [(&str, Option<&str>); 3] =
+        [("no plugins", None), ("identity terrain", Some(IDENTITY)), ("numpy terrain + features", Some(NUMPY))];
     println!("radius-8 stream (289 chunks generated fresh), {workers} workers, median of 5 worlds each");
     let mut results = Vec::new();
     for (label, source) in cases {
@@ -58,7 +59,10 @@ async fn main() {
             rates.push(stream_once(&s.base, body(seed)).await);
         }
         let m = median(rates.clone());
-        println!("{label:<26} {m:>8.0} chunks/s   (runs: {})", rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "));
+        println!(
+            "{label:<26} {m:>8.0} chunks/s   (runs: {})",
+            rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
+        );
         results.push(m);
     }
     println!("ratio identity-plugin / no-plugin throughput: {:.2}", results[1] / results[0]);

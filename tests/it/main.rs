@@ -1,6 +1,7 @@
 //! End-to-end tests of Worldloom: one binary, one module per topic.
 
 mod api;
+mod cli;
 mod determinism;
 mod golden;
 mod persistence;

@@ -25,6 +25,8 @@ use worldloom_node::{Node, PluginRuntime};
 pub struct RunningServer {
     /// The address it actually bound (the port is real even when 0 was asked for).
     pub addr: SocketAddr,
+    /// The server's storage (for operator tasks and tests, e.g. creating accounts).
+    pub store: Arc<dyn storage::ObjectStore>,
     handle: actix_web::dev::ServerHandle,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -66,6 +68,8 @@ impl Drop for RunningServer {
 
 /// Starts the embedded server: a coordinator and one in-process node.
 pub fn start(config: Config, runtime: Arc<dyn PluginRuntime>) -> anyhow::Result<RunningServer> {
+    let store = storage::open(&config.data, &config.s3).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let server_store = store.clone();
     let (ready_tx, ready_rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("worldloom-server".into())
@@ -73,7 +77,7 @@ pub fn start(config: Config, runtime: Arc<dyn PluginRuntime>) -> anyhow::Result<
             let system = actix_web::rt::System::new();
             let server = system.block_on(async {
                 let config = Arc::new(config);
-                let store = storage::open(&config.data, &config.s3).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let store = server_store;
                 let node = Node::start(store.clone(), runtime, config.worker_count());
                 let node = NodeActor::new(node).start();
                 let actor = CoordinatorActor::default().start();
@@ -115,5 +119,5 @@ pub fn start(config: Config, runtime: Arc<dyn PluginRuntime>) -> anyhow::Result<
         })
         .context("spawning the server thread")?;
     let (handle, addr) = ready_rx.recv().context("the server thread exited during start-up")??;
-    Ok(RunningServer { addr, handle, thread: Some(thread) })
+    Ok(RunningServer { addr, store, handle, thread: Some(thread) })
 }

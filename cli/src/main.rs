@@ -25,6 +25,14 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Manage accounts: each is an API token, shown once; only its hash is stored.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        /// Storage URI (the server's `data`) [default: from the configuration].
+        #[arg(long, global = true)]
+        data: Option<String>,
+    },
     /// Verify the plugin runtime and compile it into the cache (once per machine).
     Runtime {
         #[command(subcommand)]
@@ -71,6 +79,16 @@ enum PluginCommand {
         #[arg(long, default_value_t = 1)]
         calls: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an account and print its token (the only time it is shown).
+    Create { name: String },
+    /// Revoke an account's token.
+    Revoke { name: String },
+    /// List account names.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -157,6 +175,37 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     plugin_cmd::RunArgs { file: &file, hook: &hook, seed, chunk, params: params.as_deref(), calls },
                 ),
             }
+        }
+        Command::Token { command, data } => {
+            let mut config = load_config(cli.config.as_deref())?;
+            if let Some(d) = data {
+                config.data = d;
+            }
+            let store =
+                worldloom_cluster::storage::open(&config.data, &config.s3).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                use worldloom_coordinator::auth;
+                match command {
+                    TokenCommand::Create { name } => {
+                        let token = auth::create_account(store.as_ref(), &name).await?;
+                        eprintln!("created account {name:?} in {}; this token is shown only once:", store.describe());
+                        println!("{token}");
+                    }
+                    TokenCommand::Revoke { name } => {
+                        auth::revoke_account(store.as_ref(), &name).await?;
+                        eprintln!("revoked the token of {name:?}");
+                    }
+                    TokenCommand::List => {
+                        for name in auth::list_accounts(store.as_ref()).await? {
+                            println!("{name}");
+                        }
+                    }
+                }
+                anyhow::Ok(())
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Runtime { command: RuntimeCommand::Prepare } => {
             let config = load_config(cli.config.as_deref())?;

@@ -95,6 +95,27 @@ pub struct CreateWorld {
     pub plugins: Vec<crate::attach::PluginRequest>,
 }
 
+/// `PUT /v1/worlds/{id}/plugins`: the world's new plugin list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPlugins {
+    pub plugins: Vec<crate::attach::PluginRequest>,
+}
+
+/// `PUT /v1/worlds/{id}/params`: the world's new parameters (unset ones take their defaults).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetParams {
+    pub params: ParamsPatch,
+}
+
+/// Resolves generation parameters, naming the field on error.
+pub fn resolve_params(patch: ParamsPatch) -> Result<Params> {
+    patch
+        .resolve()
+        .map_err(|e| Error::invalid(format!("params.{}", e.field), e.to_string()).with_code("invalid_params"))
+}
+
 /// A validated world, ready to be stored.
 #[derive(Debug)]
 pub struct WorldDraft {
@@ -128,10 +149,7 @@ impl CreateWorld {
     /// Validates everything but the plugins, which need the sandbox (see `Coordinator::attach`).
     pub fn validate(self) -> Result<(WorldDraft, Vec<crate::attach::PluginRequest>)> {
         let name = check_name(&self.name)?;
-        let params = self
-            .params
-            .resolve()
-            .map_err(|e| Error::invalid(format!("params.{}", e.field), e.to_string()).with_code("invalid_params"))?;
+        let params = resolve_params(self.params)?;
         let seed = match self.seed {
             Some(s) => s.0,
             None => {

@@ -1,6 +1,6 @@
-//! Attaching plugins to a world: checking each in the sandbox (on a node),
-//! checking the world's parameter values against its `PARAMS`, and pinning
-//! it by the SHA-256 of its source.
+//! Attaching workshop plugins to a world (checking the world's parameter
+//! values against each plugin's `PARAMS` and pinning it by the SHA-256 of its
+//! source), and checking plugins in the sandbox on a node.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +11,7 @@ use sha2::Digest;
 use worldloom_cluster::model::AttachedPlugin;
 use worldloom_cluster::protocol::{CheckPlugin, PluginCheck};
 use worldloom_cluster::storage::Key;
-use worldloom_cluster::{Error, ErrorKind, Result};
+use worldloom_cluster::{Error, Result};
 use worldloom_plugin_abi::{PluginInfo, RuntimeKind, Value, params};
 
 use crate::Coordinator;
@@ -22,23 +22,20 @@ pub const MAX_PLUGINS_PER_WORLD: usize = 8;
 /// Largest plugin source, bytes.
 pub const MAX_SOURCE_BYTES: usize = 256 << 10;
 
-/// One entry of a world's `plugins` list, inline: `{"source", "runtime", "params", "name"}`.
+/// One entry of a world's `plugins` list: a workshop plugin version and
+/// the world's values for its `PARAMS`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginRequest {
-    /// A label for the plugin in chunk failure reports; `inline` by default.
-    #[serde(default)]
-    pub name: Option<String>,
-    pub source: String,
-    #[serde(default)]
-    pub runtime: Option<String>,
+    pub name: String,
+    pub version: String,
     #[serde(default)]
     pub params: BTreeMap<String, Value>,
 }
 
 /// Lowercase hex SHA-256 of a plugin source.
-pub fn source_sha256(source: &str) -> String {
-    hex::encode(sha2::Sha256::digest(source.as_bytes()))
+pub fn source_sha256(source: impl AsRef<[u8]>) -> String {
+    hex::encode(sha2::Sha256::digest(source.as_ref()))
 }
 
 /// Parses a runtime name, naming the field on error.
@@ -107,7 +104,8 @@ impl Coordinator {
         Ok(sha)
     }
 
-    /// Validates inline plugins and pins each by its source hash.
+    /// Resolves workshop plugins for a world, checking each exists, is not
+    /// yanked, and accepts the world's parameter values; pins each by its hash.
     pub async fn attach(&self, requests: Vec<PluginRequest>) -> Result<Vec<AttachedPlugin>> {
         if requests.len() > MAX_PLUGINS_PER_WORLD {
             return Err(Error::invalid(
@@ -118,22 +116,29 @@ impl Coordinator {
         let mut out = Vec::with_capacity(requests.len());
         for (i, req) in requests.into_iter().enumerate() {
             let field = format!("plugins[{i}]");
-            let runtime = parse_runtime(&format!("{field}.runtime"), req.runtime.as_deref())?;
-            if req.source.len() > MAX_SOURCE_BYTES {
-                return Err(Error::new(
-                    ErrorKind::TooLarge,
-                    format!("{field}.source is {} bytes; the limit is {MAX_SOURCE_BYTES}", req.source.len()),
+            let (_, parsed) = self.find_version(&req.name, &req.version).map_err(|e| {
+                let which = if e.code == Some("unknown_plugin") { "name" } else { "version" };
+                Error::invalid(format!("{field}.{which}"), format!("{field}: {}", e.message)).with_code(e.code())
+            })?;
+            let record = self
+                .workshop
+                .version(&req.name, &parsed)
+                .ok_or_else(|| Error::internal("a listed version vanished"))?;
+            if record.yanked {
+                return Err(Error::invalid(
+                    format!("{field}.version"),
+                    format!("{field}: {}@{} is yanked; pick another version", record.name, record.version),
                 )
-                .with_field(format!("{field}.source")));
+                .with_code("plugin_yanked"));
             }
-            let name = match req.name {
-                Some(n) => crate::api::check_label(&format!("{field}.name"), &n)?,
-                None => "inline".to_owned(),
-            };
-            let info = self.validate_plugin(&format!("{field}.source"), &name, &req.source).await?;
-            let params = resolve_params(&field, &info, &req.params)?;
-            let sha256 = self.store_source(&req.source).await?;
-            out.push(AttachedPlugin { name, version: "inline".into(), sha256, runtime, params });
+            let params = resolve_params(&field, &record.info, &req.params)?;
+            out.push(AttachedPlugin {
+                name: record.name,
+                version: record.version,
+                sha256: record.sha256,
+                runtime: record.runtime,
+                params,
+            });
         }
         Ok(out)
     }

@@ -16,8 +16,12 @@ use serde_json::json;
 use worldloom_cluster::{Error, ErrorKind};
 use worldloom_worldgen::{BIOMES, ChunkCoord, params::PARAM_SPECS};
 
-use crate::Coordinator;
+use serde::Deserialize;
+
 use crate::api::{self, CreateWorld, ErrorBody, WorldView};
+use crate::auth::Account;
+use crate::workshop::{self, MAX_PAGE, Upload, VersionView};
+use crate::{Coordinator, WorldChange};
 
 /// Media type of the versioned postcard encoding.
 pub const POSTCARD: &str = "application/x-postcard";
@@ -87,6 +91,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/params").route(web::get().to(params)))
         .service(resource("/v1/worlds").route(web::post().to(create_world)).route(web::get().to(list_worlds)))
         .service(resource("/v1/worlds/{id}").route(web::get().to(get_world)))
+        .service(resource("/v1/worlds/{id}/plugins").route(web::put().to(put_world_plugins)))
+        .service(resource("/v1/worlds/{id}/params").route(web::put().to(put_world_params)))
+        .service(resource("/v1/plugins").route(web::post().to(upload_plugin)).route(web::get().to(list_plugins)))
+        .service(resource("/v1/plugins/{name}").route(web::get().to(get_plugin)))
+        .service(resource("/v1/plugins/{name}/{version}").route(web::get().to(get_plugin_version)))
+        .service(resource("/v1/plugins/{name}/{version}/source").route(web::get().to(get_plugin_source)))
+        .service(resource("/v1/plugins/{name}/{version}/yank").route(web::post().to(yank)))
+        .service(resource("/v1/plugins/{name}/{version}/unyank").route(web::post().to(unyank)))
         .service(resource("/v1/worlds/{id}/chunks/{cx}/{cz}").route(web::get().to(get_chunk)))
         .service(resource("/v1/worlds/{id}/stream").route(web::get().to(crate::stream::stream)));
 }
@@ -147,10 +159,17 @@ async fn params() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "params": PARAM_SPECS }))
 }
 
-async fn create_world(state: web::Data<AppState>, body: Bytes) -> ApiResult<HttpResponse> {
+/// The account making a write request (401 without a valid token).
+async fn account(state: &AppState, req: &HttpRequest) -> ApiResult<Account> {
+    let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    Ok(state.coordinator.authenticate(header).await?)
+}
+
+async fn create_world(state: web::Data<AppState>, req: HttpRequest, body: Bytes) -> ApiResult<HttpResponse> {
+    let owner = account(&state, &req).await?;
     let (mut draft, plugins) = api::parse_json::<CreateWorld>(&body)?.validate()?;
     draft.plugins = state.coordinator.attach(plugins).await?;
-    let world = state.coordinator.create_world(draft, None).await?;
+    let world = state.coordinator.create_world(draft, &owner).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/worlds/{}", world.record.id)))
         .json(WorldView::from(&world.record)))
@@ -165,6 +184,145 @@ async fn list_worlds(state: web::Data<AppState>) -> HttpResponse {
 async fn get_world(state: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let world = state.coordinator.world(&id)?;
     Ok(HttpResponse::Ok().json(WorldView::from(&world.record)))
+}
+
+async fn put_world_plugins(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    let who = account(&state, &req).await?;
+    state.coordinator.world(&id)?;
+    let change: api::SetPlugins = api::parse_json(&body)?;
+    let plugins = state.coordinator.attach(change.plugins).await?;
+    let world = state.coordinator.update_world(&id, &who, WorldChange::Plugins(plugins)).await?;
+    Ok(HttpResponse::Ok().json(WorldView::from(&world.record)))
+}
+
+async fn put_world_params(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    let who = account(&state, &req).await?;
+    state.coordinator.world(&id)?;
+    let change: api::SetParams = api::parse_json(&body)?;
+    let params = api::resolve_params(change.params)?;
+    let world = state.coordinator.update_world(&id, &who, WorldChange::Params(params)).await?;
+    Ok(HttpResponse::Ok().json(WorldView::from(&world.record)))
+}
+
+async fn upload_plugin(state: web::Data<AppState>, req: HttpRequest, body: Bytes) -> ApiResult<HttpResponse> {
+    let who = account(&state, &req).await?;
+    let upload: Upload = api::parse_json(&body)?;
+    let record = state.coordinator.upload_plugin(&who, upload).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/plugins/{}/{}", record.name, record.version)))
+        .json(VersionView::from(&record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    offset: Option<usize>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn list_plugins(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let query = web::Query::<ListQuery>::from_query(req.query_string()).map_err(|e| {
+        Error::new(ErrorKind::Malformed, format!("bad query: {e}; use ?q=TEXT&offset=N&limit=N"))
+            .with_code("invalid_query")
+    })?;
+    if query.q.chars().count() > 100 {
+        return Err(Error::invalid("q", "q is longer than 100 characters").into());
+    }
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::invalid("limit", format!("limit must be from 1 to {MAX_PAGE}")).into());
+    }
+    let offset = query.offset.unwrap_or(0);
+    let (total, page) = state.coordinator.workshop().search(&query.q, offset, limit);
+    let items: Vec<serde_json::Value> = page
+        .iter()
+        .map(|(name, entry)| {
+            let latest = entry.latest();
+            json!({
+                "name": name,
+                "owner": entry.owner,
+                "latest_version": latest.map(|v| &v.version),
+                "description": latest.map(|v| &v.description),
+                "hooks": latest.map(|v| &v.info.hooks),
+                "versions": entry.versions.len(),
+                "created_unix_s": entry.created_unix_s,
+            })
+        })
+        .collect();
+    let next = (offset + page.len() < total).then_some(offset + page.len());
+    Ok(HttpResponse::Ok()
+        .json(json!({ "plugins": items, "total": total, "offset": offset, "limit": limit, "next_offset": next })))
+}
+
+async fn get_plugin(state: web::Data<AppState>, name: web::Path<String>) -> ApiResult<HttpResponse> {
+    let entry = state.coordinator.workshop().get(&name).ok_or_else(|| workshop::unknown_plugin(&name))?;
+    let versions: Vec<VersionView<'_>> = entry.versions.values().rev().map(VersionView::from).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "name": name.as_str(),
+        "owner": entry.owner,
+        "created_unix_s": entry.created_unix_s,
+        "latest_version": entry.latest().map(|v| &v.version),
+        "versions": versions,
+    })))
+}
+
+async fn get_plugin_version(state: web::Data<AppState>, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+    let (name, version) = path.into_inner();
+    let (entry, parsed) = state.coordinator.find_version(&name, &version)?;
+    Ok(HttpResponse::Ok().json(VersionView::from(&entry.versions[&parsed])))
+}
+
+async fn get_plugin_source(state: web::Data<AppState>, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+    let (name, version) = path.into_inner();
+    let (entry, parsed) = state.coordinator.find_version(&name, &version)?;
+    let record = &entry.versions[&parsed];
+    let source = state.coordinator.plugin_source(record).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/x-python; charset=utf-8")
+        .insert_header((header::ETAG, format!("\"{}\"", record.sha256)))
+        .body(source))
+}
+
+async fn yank(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    set_yanked(state, req, path, true).await
+}
+
+async fn unyank(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    set_yanked(state, req, path, false).await
+}
+
+async fn set_yanked(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    yanked: bool,
+) -> ApiResult<HttpResponse> {
+    let who = account(&state, &req).await?;
+    let (name, version) = path.into_inner();
+    let record = state.coordinator.set_yanked(&who, &name, &version, yanked).await?;
+    Ok(HttpResponse::Ok().json(VersionView::from(&record)))
 }
 
 /// Parses a chunk coordinate path segment.

@@ -6,6 +6,11 @@
 //! first, one binary postcard frame per chunk, then a `{"done":{...}}` text
 //! frame. A new subscription replaces the unfinished rest of the previous
 //! one. Bad input gets a `{"error":{...}}` text frame; the socket stays open.
+//!
+//! When the world's owner changes its plugins or parameters, the socket gets
+//! a `{"revision":{"revision":n,"previous":m}}` text frame, forgets what it
+//! had (old-revision chunks are never valid for the new one) and receives
+//! the new revision's chunks of its last subscription, nearest first again.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -16,6 +21,7 @@ use actix_ws::{AggregatedMessage, Session};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::watch;
 use worldloom_cluster::protocol::ChunkReply;
 use worldloom_cluster::{Error, ErrorKind};
 use worldloom_worldgen::ChunkCoord;
@@ -27,7 +33,7 @@ use crate::{Coordinator, World};
 /// Largest accepted client frame; subscriptions are tiny.
 const MAX_CLIENT_FRAME: usize = 4 << 10;
 
-#[derive(Deserialize)]
+#[derive(Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Subscribe {
     center: [i32; 2],
@@ -66,7 +72,7 @@ pub(crate) async fn stream(
     id: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let world = state.coordinator.world(&id)?;
+    let revisions = state.coordinator.watch(&id)?;
     let (response, session, messages) = actix_ws::handle(&req, body).map_err(|e| {
         ApiError::from(
             Error::new(ErrorKind::Malformed, format!("not a WebSocket upgrade: {e}")).with_code("not_websocket"),
@@ -76,7 +82,7 @@ pub(crate) async fn stream(
         messages.max_frame_size(MAX_CLIENT_FRAME).aggregate_continuations().max_continuation_size(MAX_CLIENT_FRAME);
     let coordinator = state.coordinator.clone();
     actix_web::rt::spawn(async move {
-        if let Err(e) = serve(coordinator, world, session, messages).await {
+        if let Err(e) = serve(coordinator, revisions, session, messages).await {
             tracing::debug!(error = %e, "stream ended");
         }
     });
@@ -87,17 +93,20 @@ fn error_frame(e: &Error) -> String {
     json!({ "error": ErrorBody::from(e) }).to_string()
 }
 
-fn subscribe(
-    coordinator: &Arc<Coordinator>,
-    world: &Arc<World>,
-    text: &str,
-    have: &HashSet<ChunkCoord>,
-) -> Result<Subscription, Error> {
-    let sub: Subscribe = crate::api::parse_json(text.as_bytes()).map_err(|mut e| {
+fn parse_subscription(text: &str) -> Result<Subscribe, Error> {
+    crate::api::parse_json(text.as_bytes()).map_err(|mut e| {
         e.code = Some("invalid_subscription");
         e.message = format!("{}; send {{\"center\":[cx,cz],\"radius\":r}}", e.message);
         e
-    })?;
+    })
+}
+
+fn subscribe(
+    coordinator: &Arc<Coordinator>,
+    world: &Arc<World>,
+    sub: Subscribe,
+    have: &HashSet<ChunkCoord>,
+) -> Result<Subscription, Error> {
     let max = coordinator.config.stream.max_radius;
     if sub.radius > max {
         return Err(Error::invalid(
@@ -129,19 +138,43 @@ fn subscribe(
 
 async fn serve(
     coordinator: Arc<Coordinator>,
-    world: Arc<World>,
+    mut revisions: watch::Receiver<Arc<World>>,
     mut session: Session,
     mut messages: impl Stream<Item = Result<AggregatedMessage, actix_ws::ProtocolError>> + Unpin,
 ) -> Result<(), actix_ws::Closed> {
+    let mut world = revisions.borrow_and_update().clone();
     let mut have: HashSet<ChunkCoord> = HashSet::new();
     let mut current: Option<Subscription> = None;
+    let mut last: Option<Subscribe> = None;
     loop {
         tokio::select! {
+            changed = revisions.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let previous = world.record.revision;
+                world = revisions.borrow_and_update().clone();
+                let frame = json!({ "revision": { "revision": world.record.revision, "previous": previous } });
+                session.text(frame.to_string()).await?;
+                have.clear();
+                current = match last {
+                    Some(sub) => subscribe(&coordinator, &world, sub, &have).ok(),
+                    None => None,
+                };
+            },
             msg = messages.next() => match msg {
-                Some(Ok(AggregatedMessage::Text(text))) => match subscribe(&coordinator, &world, &text, &have) {
-                    Ok(sub) => current = Some(sub),
-                    Err(e) => session.text(error_frame(&e)).await?,
-                },
+                Some(Ok(AggregatedMessage::Text(text))) => {
+                    match parse_subscription(&text).and_then(|sub| {
+                        let planned = subscribe(&coordinator, &world, sub, &have)?;
+                        Ok((sub, planned))
+                    }) {
+                        Ok((sub, planned)) => {
+                            last = Some(sub);
+                            current = Some(planned);
+                        }
+                        Err(e) => session.text(error_frame(&e)).await?,
+                    }
+                }
                 Some(Ok(AggregatedMessage::Binary(_))) => {
                     let e = Error::new(ErrorKind::Malformed, "send subscriptions as JSON text frames")
                         .with_code("invalid_subscription");

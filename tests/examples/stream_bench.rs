@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use serde_json::json;
-use worldloom_tests::{Stream, create_world, start_with};
+use worldloom_tests::{Stream, create_world, start_with, upload_plugin};
 
 const IDENTITY: &str = "def terrain(ctx, chunk):\n    return chunk\n";
 const NUMPY: &str = r#"
@@ -23,8 +23,8 @@ def features(ctx, chunk):
     return [{"x": ctx.random.randrange(ctx.size), "z": 3, "kind": "well"}]
 "#;
 
-async fn stream_once(base: &str, body: serde_json::Value) -> f64 {
-    let w = create_world(base, body).await;
+async fn stream_once(base: &str, token: &str, body: serde_json::Value) -> f64 {
+    let w = create_world(base, token, body).await;
     let mut ws = Stream::connect(base, w["id"].as_str().unwrap()).await;
     let t = Instant::now();
     ws.subscribe(0, 0, 8).await;
@@ -47,16 +47,20 @@ async fn main() {
         [("no plugins", None), ("identity terrain", Some(IDENTITY)), ("numpy terrain + features", Some(NUMPY))];
     println!("radius-8 stream (289 chunks generated fresh), {workers} workers, median of 5 worlds each");
     let mut results = Vec::new();
-    for (label, source) in cases {
+    for (i, (label, source)) in cases.into_iter().enumerate() {
+        let plugin = format!("bench{i}");
+        if let Some(src) = source {
+            upload_plugin(&s.base, &s.token, &plugin, "1.0.0", src).await;
+        }
         let body = |seed: u64| match source {
             None => json!({"name": label, "seed": seed}),
-            Some(src) => json!({"name": label, "seed": seed, "plugins": [{"source": src}]}),
+            Some(_) => json!({"name": label, "seed": seed, "plugins": [{"name": plugin, "version": "1.0.0"}]}),
         };
         // Warm-up: loads the plugin into each worker's sandbox pool.
-        stream_once(&s.base, body(999)).await;
+        stream_once(&s.base, &s.token, body(999)).await;
         let mut rates = Vec::new();
         for seed in 0..5 {
-            rates.push(stream_once(&s.base, body(seed)).await);
+            rates.push(stream_once(&s.base, &s.token, body(seed)).await);
         }
         let m = median(rates.clone());
         println!(

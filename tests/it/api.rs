@@ -32,7 +32,7 @@ async fn health_and_reference_tables_are_served() {
 #[tokio::test]
 async fn creating_a_world_fills_in_defaults_and_lists_it() {
     let s = start("memory://");
-    let w = create_world(&s.base, json!({"name": "Terra", "seed": 42, "params": {"octaves": 4}})).await;
+    let w = create_world(&s.base, &s.token, json!({"name": "Terra", "seed": 42, "params": {"octaves": 4}})).await;
     let id = w["id"].as_str().unwrap();
     assert_eq!(w["seed"], 42);
     assert_eq!(w["params"]["octaves"], 4);
@@ -44,11 +44,11 @@ async fn creating_a_world_fills_in_defaults_and_lists_it() {
     let (_, list) = get(format!("{}/v1/worlds", s.base)).await;
     assert_eq!(list["worlds"].as_array().unwrap().len(), 1);
     // A seed may be text; the same text gives the same seed.
-    let a = create_world(&s.base, json!({"name": "A", "seed": "hello"})).await;
-    let b = create_world(&s.base, json!({"name": "B", "seed": "hello"})).await;
+    let a = create_world(&s.base, &s.token, json!({"name": "A", "seed": "hello"})).await;
+    let b = create_world(&s.base, &s.token, json!({"name": "B", "seed": "hello"})).await;
     assert_eq!(a["seed"], b["seed"]);
     // Without a seed the server picks one and says which.
-    let r = create_world(&s.base, json!({"name": "R"})).await;
+    let r = create_world(&s.base, &s.token, json!({"name": "R"})).await;
     assert!(r["seed"].is_u64());
     s.stop();
 }
@@ -56,7 +56,7 @@ async fn creating_a_world_fills_in_defaults_and_lists_it() {
 #[tokio::test]
 async fn a_chunk_in_json_has_named_32_by_32_layers_and_features() {
     let s = start("memory://");
-    let w = create_world(&s.base, json!({"name": "T", "seed": 7})).await;
+    let w = create_world(&s.base, &s.token, json!({"name": "T", "seed": 7})).await;
     let id = w["id"].as_str().unwrap();
     let (status, c) = get(format!("{}/v1/worlds/{id}/chunks/-3/5", s.base)).await;
     assert_eq!(status, 200, "{c}");
@@ -81,12 +81,21 @@ async fn a_chunk_in_json_has_named_32_by_32_layers_and_features() {
 async fn bad_input_gets_a_clear_json_4xx_never_a_5xx() {
     let s = start("memory://");
     let base = &s.base;
-    let w = create_world(base, json!({"name": "T", "seed": 1})).await;
+    let w = create_world(base, &s.token, json!({"name": "T", "seed": 1})).await;
     let id = w["id"].as_str().unwrap();
+    let token = s.token.clone();
     let post = |body: &'static str| {
         let url = format!("{base}/v1/worlds");
+        let token = token.clone();
         async move {
-            let res = client().post(url).header("content-type", "application/json").body(body).send().await.unwrap();
+            let res = client()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             let status = res.status().as_u16();
             (status, res.json::<Value>().await.unwrap())
         }
@@ -138,7 +147,7 @@ async fn bad_input_gets_a_clear_json_4xx_never_a_5xx() {
     assert_eq!(res.status(), 405);
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "method_not_allowed");
     let huge = format!(r#"{{"name": "{}"}}"#, "x".repeat(2 << 20));
-    let res = client().post(format!("{base}/v1/worlds")).body(huge).send().await.unwrap();
+    let res = client().post(format!("{base}/v1/worlds")).bearer_auth(&s.token).body(huge).send().await.unwrap();
     assert_eq!(res.status(), 413);
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "too_large");
     // Nothing above created a world.

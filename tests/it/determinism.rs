@@ -2,7 +2,7 @@
 //! request order, and in two separate server processes.
 
 use serde_json::json;
-use worldloom_tests::{chunk_postcard, create_world, spawn, start};
+use worldloom_tests::{TempDir, account_token, chunk_postcard, create_world, spawn, start};
 
 const COORDS: [(i32, i32); 6] = [(0, 0), (-1, -1), (5, -3), (-40, 17), (1000, 1000), (2, 2)];
 
@@ -14,7 +14,7 @@ fn chunk_bytes(record: &worldloom_cluster::model::ChunkRecord) -> Vec<u8> {
 #[tokio::test]
 async fn the_same_chunk_twice_is_byte_identical() {
     let s = start("memory://");
-    let w = create_world(&s.base, json!({"name": "D", "seed": 99})).await;
+    let w = create_world(&s.base, &s.token, json!({"name": "D", "seed": 99})).await;
     let id = w["id"].as_str().unwrap();
     let (first, _) = chunk_postcard(&s.base, id, 3, -4).await;
     let (second, _) = chunk_postcard(&s.base, id, 3, -4).await;
@@ -26,8 +26,8 @@ async fn the_same_chunk_twice_is_byte_identical() {
 async fn request_order_does_not_change_any_chunk() {
     let s = start("memory://");
     let body = json!({"name": "D", "seed": 5, "params": {"frequency": 0.01}});
-    let a = create_world(&s.base, body.clone()).await;
-    let b = create_world(&s.base, body).await;
+    let a = create_world(&s.base, &s.token, body.clone()).await;
+    let b = create_world(&s.base, &s.token, body).await;
     let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
     let mut forward = Vec::new();
     for (cx, cz) in COORDS {
@@ -47,11 +47,14 @@ async fn request_order_does_not_change_any_chunk() {
 
 #[tokio::test]
 async fn two_processes_generate_identical_chunks() {
-    let p1 = spawn("memory://", &["--workers", "1"]);
-    let p2 = spawn("memory://", &["--workers", "2"]);
+    let (d1, d2) = (TempDir::new("two-a"), TempDir::new("two-b"));
+    let (t1, t2) =
+        (account_token(&d1.uri(), &Default::default(), "a"), account_token(&d2.uri(), &Default::default(), "b"));
+    let p1 = spawn(&d1.uri(), &["--workers", "1"]);
+    let p2 = spawn(&d2.uri(), &["--workers", "2"]);
     let body = json!({"name": "D", "seed": 123456789, "params": {"octaves": 7}});
-    let w1 = create_world(&p1.base, body.clone()).await;
-    let w2 = create_world(&p2.base, body).await;
+    let w1 = create_world(&p1.base, &t1, body.clone()).await;
+    let w2 = create_world(&p2.base, &t2, body).await;
     for (cx, cz) in COORDS {
         let (_, c1) = chunk_postcard(&p1.base, w1["id"].as_str().unwrap(), cx, cz).await;
         let (_, c2) = chunk_postcard(&p2.base, w2["id"].as_str().unwrap(), cx, cz).await;

@@ -2,13 +2,14 @@
 //! storage afterwards instead of being generated again.
 
 use serde_json::json;
-use worldloom_tests::{TempDir, chunk_postcard, client, create_world, spawn};
+use worldloom_tests::{TempDir, account_token, chunk_postcard, client, create_world, spawn};
 
 #[tokio::test]
 async fn worlds_and_chunks_survive_a_restart_without_regeneration() {
     let dir = TempDir::new("restart");
+    let token = account_token(&dir.uri(), &Default::default(), "keeper");
     let p = spawn(&dir.uri(), &[]);
-    let w = create_world(&p.base, json!({"name": "Keep", "seed": 77})).await;
+    let w = create_world(&p.base, &token, json!({"name": "Keep", "seed": 77})).await;
     let id = w["id"].as_str().unwrap().to_owned();
     let url = |base: &str| format!("{base}/v1/worlds/{id}/chunks/4/-2");
     let first = client().get(url(&p.base)).send().await.unwrap();
@@ -33,8 +34,9 @@ async fn worlds_and_chunks_survive_a_restart_without_regeneration() {
 #[tokio::test]
 async fn a_corrupt_stored_chunk_is_regenerated_not_served() {
     let dir = TempDir::new("corrupt");
+    let token = account_token(&dir.uri(), &Default::default(), "keeper");
     let p = spawn(&dir.uri(), &[]);
-    let w = create_world(&p.base, json!({"name": "C", "seed": 3})).await;
+    let w = create_world(&p.base, &token, json!({"name": "C", "seed": 3})).await;
     let id = w["id"].as_str().unwrap().to_owned();
     let (good, _) = chunk_postcard(&p.base, &id, 0, 0).await;
     p.kill();

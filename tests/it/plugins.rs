@@ -3,7 +3,7 @@
 //! plugin that does not load is refused with its diagnostics.
 
 use serde_json::{Value, json};
-use worldloom_tests::{Stream, chunk_postcard, client, create_world, start};
+use worldloom_tests::{Stream, chunk_postcard, client, create_world, start, upload_plugin};
 use worldloom_worldgen::{ChunkCoord, generate_chunk};
 
 const LIFT: &str = r#"
@@ -31,12 +31,14 @@ def terrain(ctx, chunk):
 #[tokio::test]
 async fn a_plugin_changes_its_own_world_and_no_other() {
     let s = start("memory://");
+    upload_plugin(&s.base, &s.token, "lift", "1.0.0", LIFT).await;
     let with = create_world(
         &s.base,
-        json!({"name": "W", "seed": 5, "plugins": [{"name": "lift", "source": LIFT, "params": {"amount": 250}}]}),
+        &s.token,
+        json!({"name": "W", "seed": 5, "plugins": [{"name": "lift", "version": "1.0.0", "params": {"amount": 250}}]}),
     )
     .await;
-    let without = create_world(&s.base, json!({"name": "N", "seed": 5})).await;
+    let without = create_world(&s.base, &s.token, json!({"name": "N", "seed": 5})).await;
     assert_eq!(with["plugins"][0]["params"]["amount"], 250.0, "{with}");
     assert_eq!(with["plugins"][0]["sha256"].as_str().unwrap().len(), 64);
     for (cx, cz) in [(0, 0), (1, -1), (-7, 3), (0, 0)] {
@@ -58,8 +60,13 @@ async fn a_plugin_changes_its_own_world_and_no_other() {
 #[tokio::test]
 async fn a_failing_hook_is_recorded_on_the_chunk_and_the_chunk_is_still_served() {
     let s = start("memory://");
-    let w =
-        create_world(&s.base, json!({"name": "F", "seed": 8, "plugins": [{"name": "flaky", "source": FLAKY}]})).await;
+    upload_plugin(&s.base, &s.token, "flaky", "0.1.0", FLAKY).await;
+    let w = create_world(
+        &s.base,
+        &s.token,
+        json!({"name": "F", "seed": 8, "plugins": [{"name": "flaky", "version": "0.1.0"}]}),
+    )
+    .await;
     let id = w["id"].as_str().unwrap();
     let (_, odd) = chunk_postcard(&s.base, id, 1, 0).await;
     assert_eq!(odd.chunk, generate_chunk(8, &Default::default(), ChunkCoord::new(1, 0)));
@@ -76,29 +83,41 @@ async fn a_failing_hook_is_recorded_on_the_chunk_and_the_chunk_is_still_served()
 }
 
 #[tokio::test]
-async fn a_plugin_that_does_not_load_is_refused_with_its_line_number() {
+async fn wrong_plugin_params_name_the_field_and_create_nothing() {
     let s = start("memory://");
-    let res = client()
-        .post(format!("{}/v1/worlds", s.base))
-        .json(&json!({"name": "B", "plugins": [{"source": "def terrain(ctx, chunk)\n    return chunk\n"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 422);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["code"], "plugin_invalid");
-    assert_eq!(body["field"], "plugins[0].source");
-    assert_eq!(body["details"]["error"]["kind"], "syntax", "{body}");
-    assert_eq!(body["details"]["error"]["line"], 1);
-    let res = client()
-        .post(format!("{}/v1/worlds", s.base))
-        .json(&json!({"name": "B", "plugins": [{"source": LIFT, "params": {"amount": -5}}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 422);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["field"], "plugins[0].params.amount", "{body}");
+    upload_plugin(&s.base, &s.token, "lift", "1.0.0", LIFT).await;
+    for (plugins, field, code) in [
+        (
+            json!([{"name": "lift", "version": "1.0.0", "params": {"amount": -5}}]),
+            "plugins[0].params.amount",
+            "invalid_plugin_params",
+        ),
+        (
+            json!([{"name": "lift", "version": "1.0.0", "params": {"amount": "lots"}}]),
+            "plugins[0].params.amount",
+            "invalid_plugin_params",
+        ),
+        (
+            json!([{"name": "lift", "version": "1.0.0", "params": {"colour": 1}}]),
+            "plugins[0].params.colour",
+            "invalid_plugin_params",
+        ),
+        (json!([{"name": "nope", "version": "1.0.0"}]), "plugins[0].name", "unknown_plugin"),
+        (json!([{"name": "lift", "version": "9.9.9"}]), "plugins[0].version", "unknown_version"),
+        (json!([{"name": "lift", "source": "def terrain(c, k): return k"}]), "plugins[0]", "invalid_field"),
+    ] {
+        let res = client()
+            .post(format!("{}/v1/worlds", s.base))
+            .bearer_auth(&s.token)
+            .json(&json!({"name": "B", "plugins": plugins}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422, "{plugins}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["code"], code, "{body}");
+        assert!(body["field"].as_str().unwrap().starts_with(field), "{body}");
+    }
     let list: Value = client().get(format!("{}/v1/worlds", s.base)).send().await.unwrap().json().await.unwrap();
     assert!(list["worlds"].as_array().unwrap().is_empty(), "nothing was created");
     s.stop();
@@ -107,7 +126,13 @@ async fn a_plugin_that_does_not_load_is_refused_with_its_line_number() {
 #[tokio::test]
 async fn a_world_with_a_plugin_streams_a_radius_8_square() {
     let s = start("memory://");
-    let w = create_world(&s.base, json!({"name": "S", "seed": 9, "plugins": [{"source": LIFT}]})).await;
+    upload_plugin(&s.base, &s.token, "lift", "1.0.0", LIFT).await;
+    let w = create_world(
+        &s.base,
+        &s.token,
+        json!({"name": "S", "seed": 9, "plugins": [{"name": "lift", "version": "1.0.0"}]}),
+    )
+    .await;
     let mut ws = Stream::connect(&s.base, w["id"].as_str().unwrap()).await;
     ws.subscribe(0, 0, 8).await;
     let (chunks, done) = ws.until_done().await;

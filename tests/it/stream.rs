@@ -10,7 +10,7 @@ use worldloom_worldgen::ChunkCoord;
 #[tokio::test]
 async fn a_radius_8_square_arrives_nearest_first_then_done() {
     let s = start("memory://");
-    let w = create_world(&s.base, json!({"name": "S", "seed": 11})).await;
+    let w = create_world(&s.base, &s.token, json!({"name": "S", "seed": 11})).await;
     let id = w["id"].as_str().unwrap();
     let mut ws = Stream::connect(&s.base, id).await;
     let center = ChunkCoord::new(-5, 3);
@@ -33,7 +33,7 @@ async fn a_radius_8_square_arrives_nearest_first_then_done() {
 #[tokio::test]
 async fn moving_sends_only_the_chunks_the_client_does_not_have() {
     let s = start("memory://");
-    let w = create_world(&s.base, json!({"name": "S", "seed": 12})).await;
+    let w = create_world(&s.base, &s.token, json!({"name": "S", "seed": 12})).await;
     let mut ws = Stream::connect(&s.base, w["id"].as_str().unwrap()).await;
     ws.subscribe(0, 0, 2).await;
     let (first, _) = ws.until_done().await;
@@ -52,7 +52,7 @@ async fn moving_sends_only_the_chunks_the_client_does_not_have() {
 #[tokio::test]
 async fn bad_subscriptions_get_error_frames_and_the_socket_stays_usable() {
     let s = start("memory://");
-    let w = create_world(&s.base, json!({"name": "S", "seed": 13})).await;
+    let w = create_world(&s.base, &s.token, json!({"name": "S", "seed": 13})).await;
     let mut ws = Stream::connect(&s.base, w["id"].as_str().unwrap()).await;
     for (text, code) in [
         (r#"{"center":[0,0],"radius":100000}"#, "radius_too_large"),

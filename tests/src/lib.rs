@@ -18,6 +18,8 @@ use worldloom_cluster::wire;
 /// A server running inside the test process.
 pub struct InProcess {
     pub base: String,
+    /// The token of the account `tester`, created at start.
+    pub token: String,
     server: Option<worldloom_cli::RunningServer>,
 }
 
@@ -60,7 +62,27 @@ pub fn start_with(data: &str, adjust: impl FnOnce(&mut Config)) -> InProcess {
     adjust(&mut config);
     let runtime = worldloom_node::plugins::SandboxRuntime::new(engine(), 4);
     let server = worldloom_cli::start(config, Arc::new(runtime)).expect("server starts");
-    InProcess { base: format!("http://{}", server.addr), server: Some(server) }
+    let store = server.store.clone();
+    let token = block_on(async move { worldloom_coordinator::auth::create_account(store.as_ref(), "tester").await })
+        .expect("creating the test account");
+    InProcess { base: format!("http://{}", server.addr), token, server: Some(server) }
+}
+
+/// Runs a future to completion on a fresh thread (usable inside or outside a runtime).
+pub fn block_on<T: Send + 'static>(fut: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(fut)
+    })
+    .join()
+    .expect("the future did not panic")
+}
+
+/// Creates an account directly in a storage (as `worldloom token create` does) and returns its token.
+pub fn account_token(data: &str, s3: &worldloom_cluster::storage::S3Settings, name: &str) -> String {
+    let store = worldloom_cluster::storage::open(data, s3).expect("opening storage");
+    let name = name.to_owned();
+    block_on(async move { worldloom_coordinator::auth::create_account(store.as_ref(), &name).await })
+        .expect("creating an account")
 }
 
 /// A `worldloom serve` child process, killed when dropped.
@@ -156,12 +178,34 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client")
 }
 
-/// Creates a world and returns its JSON.
-pub async fn create_world(base: &str, body: serde_json::Value) -> serde_json::Value {
-    let res = client().post(format!("{base}/v1/worlds")).json(&body).send().await.expect("POST /v1/worlds");
+/// Creates a world as the account of `token` and returns its JSON.
+pub async fn create_world(base: &str, token: &str, body: serde_json::Value) -> serde_json::Value {
+    let res = client()
+        .post(format!("{base}/v1/worlds"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /v1/worlds");
     let status = res.status();
     let json: serde_json::Value = res.json().await.expect("JSON body");
     assert_eq!(status, 201, "creating a world: {json}");
+    json
+}
+
+/// Uploads a plugin version to the workshop as the account of `token`; returns its metadata.
+pub async fn upload_plugin(base: &str, token: &str, name: &str, version: &str, source: &str) -> serde_json::Value {
+    let body = serde_json::json!({"name": name, "version": version, "description": format!("{name} for tests"), "source": source});
+    let res = client()
+        .post(format!("{base}/v1/plugins"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /v1/plugins");
+    let status = res.status();
+    let json: serde_json::Value = res.json().await.expect("JSON body");
+    assert_eq!(status, 201, "uploading {name}@{version}: {json}");
     json
 }
 

@@ -134,9 +134,13 @@ mod tests {
         assert!(token.starts_with("wl_") && token.len() == 67);
         let header = format!("Bearer {token}");
         assert_eq!(authenticate(store.as_ref(), Some(header.as_bytes())).await.unwrap().name, "alice");
-        for key in store.list(&Key::dir("")).await.unwrap() {
+        let mut keys = store.list(&Key::dir("accounts/")).await.unwrap();
+        keys.extend(store.list(&Key::dir("tokens/")).await.unwrap());
+        assert_eq!(keys.len(), 2);
+        for key in keys {
             let bytes = store.get(&key).await.unwrap().unwrap();
             assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()), "{key} holds the token");
+            assert!(!key.as_str().contains(&token[3..]), "{key} names the token");
         }
         let again = create_account(store.as_ref(), "alice").await.unwrap_err();
         assert_eq!(again.kind, ErrorKind::Conflict);

@@ -8,3 +8,4 @@ mod persistence;
 mod plugins;
 mod s3;
 mod stream;
+mod workshop;

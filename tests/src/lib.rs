@@ -24,6 +24,14 @@ pub struct InProcess {
 }
 
 impl InProcess {
+    /// Creates another account on this server and returns its token.
+    pub fn create_account(&self, name: &str) -> String {
+        let store = self.server.as_ref().expect("running").store.clone();
+        let name = name.to_owned();
+        block_on(async move { worldloom_coordinator::auth::create_account(store.as_ref(), &name).await })
+            .expect("creating an account")
+    }
+
     pub fn stop(mut self) {
         if let Some(s) = self.server.take() {
             s.stop().expect("server stops cleanly");

@@ -37,6 +37,24 @@ impl Default for StreamSettings {
     }
 }
 
+/// Workshop limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkshopSettings {
+    /// Largest plugin source, bytes.
+    pub max_source_bytes: usize,
+    /// Most versions one plugin may have.
+    pub max_versions: usize,
+    /// Most plugins one world may attach.
+    pub max_plugins_per_world: usize,
+}
+
+impl Default for WorkshopSettings {
+    fn default() -> Self {
+        Self { max_source_bytes: 256 << 10, max_versions: 100, max_plugins_per_world: 8 }
+    }
+}
+
 /// Everything an operator can set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -60,6 +78,7 @@ pub struct Config {
     /// Per-call plugin limits.
     pub limits: Limits,
     pub stream: StreamSettings,
+    pub workshop: WorkshopSettings,
 }
 
 impl Default for Config {
@@ -75,6 +94,7 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             limits: Limits::default(),
             stream: StreamSettings::default(),
+            workshop: WorkshopSettings::default(),
         }
     }
 }
@@ -126,6 +146,9 @@ impl Config {
             ("limits.output_bytes", l.output_bytes >= 16 << 10),
             ("stream.max_radius", self.stream.max_radius <= 256),
             ("stream.inflight", (1..=256).contains(&self.stream.inflight)),
+            ("workshop.max_source_bytes", (1..=16 << 20).contains(&self.workshop.max_source_bytes)),
+            ("workshop.max_versions", self.workshop.max_versions >= 1),
+            ("workshop.max_plugins_per_world", (1..=64).contains(&self.workshop.max_plugins_per_world)),
         ] {
             if !ok {
                 return Err(Error::invalid(field, format!("{field} is out of range")));

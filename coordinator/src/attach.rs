@@ -17,11 +17,6 @@ use worldloom_plugin_abi::{PluginInfo, RuntimeKind, Value, params};
 use crate::Coordinator;
 use crate::actor::RouteCheck;
 
-/// Most plugins one world may attach.
-pub const MAX_PLUGINS_PER_WORLD: usize = 8;
-/// Largest plugin source, bytes.
-pub const MAX_SOURCE_BYTES: usize = 256 << 10;
-
 /// One entry of a world's `plugins` list: a workshop plugin version and
 /// the world's values for its `PARAMS`.
 #[derive(Debug, Deserialize)]
@@ -107,10 +102,11 @@ impl Coordinator {
     /// Resolves workshop plugins for a world, checking each exists, is not
     /// yanked, and accepts the world's parameter values; pins each by its hash.
     pub async fn attach(&self, requests: Vec<PluginRequest>) -> Result<Vec<AttachedPlugin>> {
-        if requests.len() > MAX_PLUGINS_PER_WORLD {
+        let max = self.config.workshop.max_plugins_per_world;
+        if requests.len() > max {
             return Err(Error::invalid(
                 "plugins",
-                format!("a world may attach at most {MAX_PLUGINS_PER_WORLD} plugins, got {}", requests.len()),
+                format!("a world may attach at most {max} plugins, got {}", requests.len()),
             ));
         }
         let mut out = Vec::with_capacity(requests.len());

@@ -3,6 +3,7 @@
 //! Every error a client can see is JSON with a stable `code`, a `message`
 //! and, where there is one, the `field` at fault; bad input is always a 4xx.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix_web::body::MessageBody;
@@ -12,11 +13,11 @@ use actix_web::http::header;
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
 use serde_json::json;
 use worldloom_cluster::{Error, ErrorKind};
 use worldloom_worldgen::{BIOMES, ChunkCoord, params::PARAM_SPECS};
-
-use serde::Deserialize;
 
 use crate::api::{self, CreateWorld, ErrorBody, WorldView};
 use crate::auth::Account;
@@ -214,9 +215,77 @@ async fn put_world_params(
     Ok(HttpResponse::Ok().json(WorldView::from(&world.record)))
 }
 
-async fn upload_plugin(state: web::Data<AppState>, req: HttpRequest, body: Bytes) -> ApiResult<HttpResponse> {
+/// Reads a whole request body, refusing more than `limit` bytes.
+async fn read_body(mut payload: web::Payload, limit: usize) -> ApiResult<Bytes> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Error::new(ErrorKind::Malformed, format!("reading the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(
+                Error::new(ErrorKind::TooLarge, format!("the request body is larger than {limit} bytes")).into()
+            );
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Reads a `multipart/form-data` upload: text fields `name`, `version`,
+/// `description`, `runtime` and the file (or text) field `source`.
+async fn multipart_upload(req: &HttpRequest, payload: web::Payload, limit: usize) -> ApiResult<Upload> {
+    let malformed = |m: String| Error::new(ErrorKind::Malformed, m).with_code("malformed_multipart");
+    let mut form = actix_multipart::Multipart::new(req.headers(), payload);
+    let mut fields: BTreeMap<String, String> = BTreeMap::new();
+    let mut total = 0usize;
+    while let Some(field) = form.next().await {
+        let mut field = field.map_err(|e| malformed(format!("not a valid multipart body: {e}")))?;
+        let name = field.name().unwrap_or_default().to_owned();
+        if !["name", "version", "description", "runtime", "source"].contains(&name.as_str()) {
+            return Err(Error::invalid(
+                name.clone(),
+                format!("unknown form field {name:?}; expected name, version, description, runtime, source"),
+            )
+            .into());
+        }
+        let mut value = Vec::new();
+        while let Some(chunk) = field.next().await {
+            let chunk = chunk.map_err(|e| malformed(format!("reading form field {name}: {e}")))?;
+            total += chunk.len();
+            if total > limit {
+                return Err(Error::new(ErrorKind::TooLarge, format!("the upload is larger than {limit} bytes")).into());
+            }
+            value.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(value)
+            .map_err(|_| Error::invalid(name.clone(), format!("form field {name} is not UTF-8 text")))?;
+        if fields.insert(name.clone(), text).is_some() {
+            return Err(Error::invalid(name.clone(), format!("form field {name} is given twice")).into());
+        }
+    }
+    let mut take = |f: &str| fields.remove(f);
+    let missing = |f: &str| Error::invalid(f, format!("the form has no {f} field"));
+    Ok(Upload {
+        name: take("name").ok_or_else(|| missing("name"))?,
+        version: take("version").ok_or_else(|| missing("version"))?,
+        description: take("description").unwrap_or_default(),
+        runtime: take("runtime"),
+        source: take("source").ok_or_else(|| missing("source"))?,
+    })
+}
+
+async fn upload_plugin(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
     let who = account(&state, &req).await?;
-    let upload: Upload = api::parse_json(&body)?;
+    let limit = state.coordinator.config.max_body_bytes;
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let upload: Upload = if is_multipart {
+        multipart_upload(&req, payload, limit).await?
+    } else {
+        api::parse_json(&read_body(payload, limit).await?)?
+    };
     let record = state.coordinator.upload_plugin(&who, upload).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/plugins/{}/{}", record.name, record.version)))

@@ -174,6 +174,10 @@ impl Coordinator {
             WorldChange::Plugins(plugins) => record.plugins = plugins,
             WorldChange::Params(params) => record.params = params,
         }
+        if record.plugins == current.record.plugins && record.params == current.record.params {
+            // A PUT that changes nothing keeps the revision and its cached chunks.
+            return Ok(current);
+        }
         record.revision += 1;
         record.updated_unix_s = now_unix_s();
         storage::put_value(self.store.as_ref(), &Key::world(&record.id), &record).await?;

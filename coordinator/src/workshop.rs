@@ -19,15 +19,13 @@ use worldloom_cluster::{Error, ErrorKind, Result};
 use worldloom_plugin_abi::ABI_VERSION;
 
 use crate::Coordinator;
-use crate::attach::{MAX_SOURCE_BYTES, parse_runtime, source_sha256};
+use crate::attach::{parse_runtime, source_sha256};
 use crate::auth::{self, Account};
 
 /// Longest plugin description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1000;
 /// Longest version string.
 pub const MAX_VERSION_LEN: usize = 64;
-/// Most versions one plugin may have.
-pub const MAX_VERSIONS: usize = 100;
 /// Largest page of a listing.
 pub const MAX_PAGE: usize = 100;
 
@@ -227,10 +225,11 @@ impl Coordinator {
         let version = parsed.to_string();
         check_description(&up.description)?;
         let runtime = parse_runtime("runtime", up.runtime.as_deref())?;
-        if up.source.len() > MAX_SOURCE_BYTES {
+        let max_source = self.config.workshop.max_source_bytes;
+        if up.source.len() > max_source {
             return Err(Error::new(
                 ErrorKind::TooLarge,
-                format!("source is {} bytes; the limit is {MAX_SOURCE_BYTES}", up.source.len()),
+                format!("source is {} bytes; the limit is {max_source}", up.source.len()),
             )
             .with_field("source"));
         }
@@ -281,10 +280,11 @@ impl Coordinator {
         if entry.versions.contains_key(version) {
             return Err(version_exists(name, &version.to_string()));
         }
-        if entry.versions.len() >= MAX_VERSIONS {
+        let max = self.config.workshop.max_versions;
+        if entry.versions.len() >= max {
             return Err(Error::invalid(
                 "version",
-                format!("plugin {name} already has {MAX_VERSIONS} versions, the most allowed"),
+                format!("plugin {name} already has {max} versions, the most allowed"),
             )
             .with_code("too_many_versions"));
         }

@@ -71,9 +71,9 @@ impl Node {
                 let node = self.clone();
                 let task_key = key.clone();
                 let handle = tokio::spawn(async move {
-                    let result = node.generate_and_store(spec, coord, &task_key).await;
-                    node.inflight.lock().expect("inflight lock").remove(&task_key);
-                    result
+                    // Removed however the task ends, so a failure is never cached.
+                    let _done = InflightGuard { node: node.clone(), key: task_key.clone() };
+                    node.generate_and_store(spec, coord, &task_key).await
                 });
                 let fut: BoxFuture<'static, Result<ChunkReply>> = Box::pin(
                     handle
@@ -134,6 +134,20 @@ impl Node {
     /// Loads a plugin in a sandbox on a worker and reports what it defines.
     pub async fn check_plugin(&self, name: String, source: String) -> Result<PluginCheck> {
         self.pool.check(name, source).await
+    }
+}
+
+/// Forgets an in-flight generation when its task ends, even by panic.
+struct InflightGuard {
+    node: Arc<Node>,
+    key: Key,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut inflight) = self.node.inflight.lock() {
+            inflight.remove(&self.key);
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use worldloom_cluster::model::AttachedPlugin;
 use worldloom_cluster::protocol::PluginCheck;
@@ -38,20 +39,40 @@ impl PluginRuntime for SandboxRuntime {
     }
 }
 
-/// A loaded plugin, or why it could not be loaded (deterministic given the
-/// source and limits, so it is remembered rather than retried per chunk).
+/// A loaded plugin, or why it could not be loaded. Most load failures are
+/// deterministic given the source and limits (syntax, exceptions, fuel), so
+/// they are remembered rather than retried for every chunk; a wall-clock
+/// timeout or a host error may be transient and is retried after
+/// [`RETRY_TRANSIENT_LOAD_AFTER`].
 type Loaded = Result<Sandbox, PluginError>;
+
+/// How long a transient load failure is remembered before loading again.
+pub const RETRY_TRANSIENT_LOAD_AFTER: Duration = Duration::from_secs(30);
+
+struct Warm {
+    sha256: String,
+    loaded: Loaded,
+    at: Instant,
+}
+
+impl Warm {
+    fn expired(&self) -> bool {
+        matches!(&self.loaded, Err(e) if matches!(e.kind, ErrorKind::Timeout | ErrorKind::Trap))
+            && self.at.elapsed() > RETRY_TRANSIENT_LOAD_AFTER
+    }
+}
 
 struct SandboxWorker {
     engine: Arc<Engine>,
     /// Most recently used last.
-    warm: VecDeque<(String, Loaded)>,
+    warm: VecDeque<Warm>,
     capacity: usize,
 }
 
 impl SandboxWorker {
     fn sandbox(&mut self, plugin: &AttachedPlugin, sources: &Sources) -> &mut Loaded {
-        if let Some(i) = self.warm.iter().position(|(sha, _)| *sha == plugin.sha256) {
+        self.warm.retain(|w| !w.expired());
+        if let Some(i) = self.warm.iter().position(|w| w.sha256 == plugin.sha256) {
             let entry = self.warm.remove(i).expect("index is in range");
             self.warm.push_back(entry);
         } else {
@@ -69,9 +90,9 @@ impl SandboxWorker {
             if self.warm.len() >= self.capacity {
                 self.warm.pop_front();
             }
-            self.warm.push_back((plugin.sha256.clone(), loaded));
+            self.warm.push_back(Warm { sha256: plugin.sha256.clone(), loaded, at: Instant::now() });
         }
-        &mut self.warm.back_mut().expect("just pushed").1
+        &mut self.warm.back_mut().expect("just pushed").loaded
     }
 }
 

@@ -329,6 +329,20 @@ async fn changing_plugins_or_params_starts_a_revision_that_streams_are_told_abou
         Frame::Json(j) => assert_eq!(j["revision"]["revision"], 2),
         Frame::Chunk(_) => panic!("expected the revision notice first"),
     }
+    let (again, _) = ws.until_done().await;
+    assert_eq!(again.len(), 9);
+    // Putting the same parameters again changes nothing: same revision, no notice.
+    let res = client()
+        .put(format!("{}/v1/worlds/{id}/params", s.base))
+        .bearer_auth(&s.token)
+        .json(&json!({"params": {"octaves": 3}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["revision"], 2);
+    ws.subscribe(0, 0, 1).await;
+    let (nothing_new, done) = ws.until_done().await;
+    assert_eq!((nothing_new.len(), done["revision"].as_u64(), done["already_had"].as_u64()), (0, Some(2), Some(9)));
     drop(ws);
     s.stop();
 }
@@ -413,4 +427,86 @@ async fn the_token_command_creates_accounts_that_the_server_accepts() {
         .await
         .unwrap();
     assert_eq!(res.status(), 401, "a revoked token stops working at once");
+}
+
+fn multipart(parts: &[(&str, Option<&str>, &str)]) -> (String, Vec<u8>) {
+    let boundary = "----worldloom-test-boundary";
+    let mut body = Vec::new();
+    for (name, filename, value) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match filename {
+            Some(f) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: text/x-python\r\n\r\n")
+                    .as_bytes(),
+            ),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(value.as_bytes());
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn post_form(base: &str, token: &str, parts: &[(&str, Option<&str>, &str)]) -> (StatusCode, Value) {
+    let (content_type, body) = multipart(parts);
+    let res = client()
+        .post(format!("{base}/v1/plugins"))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_plugin_file_can_be_uploaded_as_a_multipart_form() {
+    let s = start("memory://");
+    let (st, meta) = post_form(
+        &s.base,
+        &s.token,
+        &[
+            ("name", None, "lift"),
+            ("version", None, "2.0.0"),
+            ("description", None, "by form"),
+            ("source", Some("lift.py"), LIFT),
+        ],
+    )
+    .await;
+    assert_eq!(st, 201, "{meta}");
+    assert_eq!((meta["name"].as_str(), meta["description"].as_str()), (Some("lift"), Some("by form")));
+    assert_eq!(meta["sha256"], worldloom_node::sha256_hex(LIFT.as_bytes()));
+    let (st, body) = post_form(&s.base, &s.token, &[("name", None, "lift"), ("source", Some("lift.py"), LIFT)]).await;
+    assert_eq!((st, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("version")));
+    let (st, body) = post_form(
+        &s.base,
+        &s.token,
+        &[("name", None, "x"), ("version", None, "1.0.0"), ("colour", None, "red"), ("source", None, LIFT)],
+    )
+    .await;
+    assert_eq!((st, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("colour")));
+    let broken = client()
+        .post(format!("{}/v1/plugins", s.base))
+        .bearer_auth(&s.token)
+        .header("content-type", "multipart/form-data; boundary=xyz")
+        .body("this is not multipart")
+        .send()
+        .await
+        .unwrap();
+    assert!(broken.status().is_client_error(), "{}", broken.status());
+    assert!(broken.json::<Value>().await.is_ok());
+    s.stop();
+}
+
+#[tokio::test]
+async fn a_plugin_may_have_only_as_many_versions_as_the_operator_allows() {
+    let s = worldloom_tests::start_with("memory://", |c| c.workshop.max_versions = 2);
+    upload_plugin(&s.base, &s.token, "lift", "1.0.0", LIFT).await;
+    upload_plugin(&s.base, &s.token, "lift", "1.0.1", LIFT).await;
+    let (st, body) = post_plugin(&s.base, Some(&s.token), plugin("lift", "1.0.2", LIFT)).await;
+    assert_eq!((st, body["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("too_many_versions")), "{body}");
+    s.stop();
 }

@@ -22,7 +22,9 @@ fn main() {
                 for z in 0..CHUNK_SIZE {
                     let i = x * CHUNK_SIZE + z;
                     let h = c.layers.height[i];
-                    let west = if x > 0 { c.layers.height[i - CHUNK_SIZE] } else { h };
+                    let (ox, oz) = c.coord.origin();
+                    let west =
+                        if x > 0 { c.layers.height[i - CHUNK_SIZE] } else { g.height_at(ox - 1, oz + z as i64) as f32 };
                     let shade = (1.0 + (h - west) * 0.05).clamp(0.6, 1.3);
                     let base = colour(BIOMES[usize::from(c.layers.biome[i])].color);
                     let has_feature = c.features.iter().any(|f| usize::from(f.x) == x && usize::from(f.z) == z);

@@ -16,6 +16,9 @@ const LAPSE_RATE: f64 = 0.0065;
 pub struct Generator {
     params: Params,
     terrain: Fractal,
+    /// Seed-derived shift of noise space, so no world has a special origin
+    /// (gradient noise is zero on lattice points, and (0, 0) is one).
+    origin: P2,
     s_height: u64,
     s_ridge: u64,
     s_warp_x: u64,
@@ -43,6 +46,10 @@ impl Generator {
                 lacunarity: params.lacunarity,
                 persistence: params.persistence,
             },
+            origin: P2::new(
+                unit(derive(seed, stream("origin-x"))) * 65_536.0,
+                unit(derive(seed, stream("origin-z"))) * 65_536.0,
+            ),
             s_height: derive(seed, stream("height")),
             s_ridge: derive(seed, stream("ridge")),
             s_warp_x: derive(seed, stream("warp-x")),
@@ -70,7 +77,7 @@ impl Generator {
     /// ridged ranges on high ground.
     pub fn height_at(&self, wx: i64, wz: i64) -> f64 {
         let p = self.params;
-        let pos = P2::new(wx as f64, wz as f64);
+        let pos = P2::new(wx as f64, wz as f64) + self.origin;
         let warp_freq = p.frequency * 2.0;
         let offset = P2::new(fbm(self.s_warp_x, pos * warp_freq, WARP), fbm(self.s_warp_z, pos * warp_freq, WARP));
         let q = (pos + offset * p.warp_strength) * p.frequency;
@@ -105,7 +112,7 @@ impl Generator {
         for x in 0..CHUNK_SIZE {
             for z in 0..CHUNK_SIZE {
                 let i = idx(x, z);
-                let pos = P2::new((ox + x as i64) as f64, (oz + z as i64) as f64) * inv;
+                let pos = (P2::new((ox + x as i64) as f64, (oz + z as i64) as f64) + self.origin) * inv;
                 let height = f64::from(chunk.layers.height[i]);
                 let above = (height - p.sea_level).max(0.0);
                 let t = 14.0 + 40.0 * fbm(self.s_temperature, pos, CLIMATE) - LAPSE_RATE * above;
@@ -263,6 +270,14 @@ mod tests {
                 .count()
         };
         assert!(count_ocean(&high) > count_ocean(&low));
+    }
+
+    #[test]
+    fn no_world_has_a_special_origin() {
+        let heights: Vec<f64> = (0..8).map(|seed| Generator::new(seed, &Params::default()).height_at(0, 0)).collect();
+        assert!(heights.iter().all(|h| *h != 0.0), "{heights:?}");
+        let distinct: std::collections::BTreeSet<u64> = heights.iter().map(|h| h.to_bits()).collect();
+        assert_eq!(distinct.len(), heights.len());
     }
 
     #[test]

@@ -30,6 +30,17 @@ async fn post_plugin(base: &str, token: Option<&str>, body: Value) -> (StatusCod
     (status, res.json().await.unwrap())
 }
 
+/// `PUT` a JSON body with a bearer token (or a raw Authorization header value).
+async fn put_json(url: String, authorization: &str, body: Value) -> (StatusCode, Value) {
+    let res = client().put(url).header("authorization", authorization).json(&body).send().await.unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap())
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
 async fn get_json(url: String) -> (StatusCode, Value) {
     let res = client().get(url).send().await.unwrap();
     let status = res.status();
@@ -114,14 +125,9 @@ async fn versions_are_immutable_and_a_name_belongs_to_its_first_uploader() {
     assert_eq!(listed, ["1.1.0", "1.0.0"], "newest first; nothing of mallory's");
     // A world belongs to its creator too.
     let w = create_world(&s.base, &s.token, json!({"name": "mine"})).await;
-    let res = client()
-        .put(format!("{}/v1/worlds/{}/params", s.base, w["id"].as_str().unwrap()))
-        .bearer_auth(&other)
-        .json(&json!({"params": {"octaves": 3}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 403);
+    let url = format!("{}/v1/worlds/{}/params", s.base, w["id"].as_str().unwrap());
+    let (st, _) = put_json(url, &bearer(&other), json!({"params": {"octaves": 3}})).await;
+    assert_eq!(st, 403);
     s.stop();
 }
 
@@ -137,14 +143,9 @@ async fn every_write_needs_a_valid_token() {
     assert_eq!(res.status(), 401);
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "unauthorized");
     let w = create_world(&s.base, &s.token, json!({"name": "x"})).await;
-    let res = client()
-        .put(format!("{}/v1/worlds/{}/plugins", s.base, w["id"].as_str().unwrap()))
-        .header("authorization", "Basic dXNlcjpwYXNz")
-        .json(&json!({"plugins": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
+    let url = format!("{}/v1/worlds/{}/plugins", s.base, w["id"].as_str().unwrap());
+    let (st, _) = put_json(url, "Basic dXNlcjpwYXNz", json!({"plugins": []})).await;
+    assert_eq!(st, 401);
     s.stop();
 }
 
@@ -280,16 +281,9 @@ async fn changing_plugins_or_params_starts_a_revision_that_streams_are_told_abou
     let (before, done) = ws.until_done().await;
     assert_eq!((before.len(), done["revision"].as_u64()), (9, Some(0)));
 
-    let res = client()
-        .put(format!("{}/v1/worlds/{id}/plugins", s.base))
-        .bearer_auth(&s.token)
-        .json(&json!({"plugins": [{"name": "lift", "version": "1.0.0", "params": {"amount": 500}}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let world: Value = res.json().await.unwrap();
-    assert_eq!(world["revision"], 1);
+    let lift = json!({"plugins": [{"name": "lift", "version": "1.0.0", "params": {"amount": 500}}]});
+    let (st, world) = put_json(format!("{}/v1/worlds/{id}/plugins", s.base), &bearer(&s.token), lift).await;
+    assert_eq!((st, world["revision"].as_u64()), (StatusCode::OK, Some(1)));
     match ws.next().await {
         Frame::Json(j) => assert_eq!(j["revision"], json!({"revision": 1, "previous": 0}), "{j}"),
         Frame::Chunk(_) => panic!("expected the revision notice first"),
@@ -309,22 +303,11 @@ async fn changing_plugins_or_params_starts_a_revision_that_streams_are_told_abou
     let (_, untouched) = chunk_postcard(&s.base, other["id"].as_str().unwrap(), 0, 0).await;
     assert_eq!(untouched.chunk, generate_chunk(4, &Default::default(), ChunkCoord::new(0, 0)));
 
-    let res = client()
-        .put(format!("{}/v1/worlds/{id}/params", s.base))
-        .bearer_auth(&s.token)
-        .json(&json!({"params": {"octaves": 99}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 422, "invalid params start no revision");
-    let res = client()
-        .put(format!("{}/v1/worlds/{id}/params", s.base))
-        .bearer_auth(&s.token)
-        .json(&json!({"params": {"octaves": 3}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.json::<Value>().await.unwrap()["revision"], 2);
+    let params_url = format!("{}/v1/worlds/{id}/params", s.base);
+    let (st, _) = put_json(params_url.clone(), &bearer(&s.token), json!({"params": {"octaves": 99}})).await;
+    assert_eq!(st, 422, "invalid params start no revision");
+    let (_, world) = put_json(params_url.clone(), &bearer(&s.token), json!({"params": {"octaves": 3}})).await;
+    assert_eq!(world["revision"], 2);
     match ws.next().await {
         Frame::Json(j) => assert_eq!(j["revision"]["revision"], 2),
         Frame::Chunk(_) => panic!("expected the revision notice first"),
@@ -332,14 +315,8 @@ async fn changing_plugins_or_params_starts_a_revision_that_streams_are_told_abou
     let (again, _) = ws.until_done().await;
     assert_eq!(again.len(), 9);
     // Putting the same parameters again changes nothing: same revision, no notice.
-    let res = client()
-        .put(format!("{}/v1/worlds/{id}/params", s.base))
-        .bearer_auth(&s.token)
-        .json(&json!({"params": {"octaves": 3}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.json::<Value>().await.unwrap()["revision"], 2);
+    let (_, world) = put_json(params_url, &bearer(&s.token), json!({"params": {"octaves": 3}})).await;
+    assert_eq!(world["revision"], 2);
     ws.subscribe(0, 0, 1).await;
     let (nothing_new, done) = ws.until_done().await;
     assert_eq!((nothing_new.len(), done["revision"].as_u64(), done["already_had"].as_u64()), (0, Some(2), Some(9)));

@@ -181,6 +181,14 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             if let Some(d) = data {
                 config.data = d;
             }
+            if config.data.starts_with("memory://") {
+                return Err(plugin_cmd::Usage(
+                    "memory:// storage lives inside one server process; an account created from here would \
+                     vanish at once. Use the server's fs:// or s3:// storage"
+                        .into(),
+                )
+                .into());
+            }
             let store =
                 worldloom_cluster::storage::open(&config.data, &config.s3).map_err(|e| anyhow::anyhow!("{e}"))?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

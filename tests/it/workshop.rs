@@ -388,6 +388,12 @@ async fn the_token_command_creates_accounts_that_the_server_accepts() {
         .output()
         .unwrap();
     assert!(!again.status.success(), "an account is created once");
+    let memory = std::process::Command::new(worldloom_tests::binary())
+        .args(["token", "create", "dave", "--data", "memory://"])
+        .output()
+        .unwrap();
+    assert_eq!(memory.status.code(), Some(2), "memory:// cannot hold accounts for a server");
+    assert!(String::from_utf8_lossy(&memory.stderr).contains("memory://"));
     let p = spawn(&dir.uri(), &[]);
     let w = create_world(&p.base, &token, json!({"name": "C"})).await;
     assert_eq!(w["owner"], "carol");

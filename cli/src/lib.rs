@@ -96,7 +96,7 @@ pub fn start(config: Config, runtime: Arc<dyn PluginRuntime>) -> anyhow::Result<
                 let server = HttpServer::new(move || {
                     App::new()
                         .app_data(state.clone())
-                        .app_data(http::payload_config(limit))
+                        .app_data(web::PayloadConfig::new(limit))
                         .wrap(http::json_errors())
                         .configure(http::configure)
                 })

@@ -162,7 +162,7 @@ pub fn run(engine: &Arc<Engine>, args: RunArgs<'_>) -> anyhow::Result<ExitCode> 
     let plugin = AttachedPlugin {
         name: name.clone(),
         version: "local".into(),
-        sha256: worldloom_node::sha256_hex(source.as_bytes()),
+        sha256: worldloom_cluster::storage::source_sha256(&source),
         runtime: RuntimeKind::Python,
         params: resolved,
     };

@@ -15,7 +15,7 @@ use opendal::Operator;
 use serde::{Deserialize, Serialize};
 use worldloom_worldgen::ChunkCoord;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::ids::WorldId;
 use crate::wire::{self, Versioned};
 
@@ -61,12 +61,6 @@ impl Key {
     /// Decodes the last segment of a key made by [`Key::opaque`].
     pub fn opaque_name(&self) -> Option<Vec<u8>> {
         hex::decode(self.0.rsplit('/').next()?).ok()
-    }
-
-    /// A key below `prefix` from a segment the caller has already validated.
-    pub fn join(prefix: &Key, segment: &str) -> Key {
-        debug_assert!(prefix.0.ends_with('/') && !segment.contains('/') && segment != ".." && segment != ".");
-        Key(format!("{}{segment}", prefix.0))
     }
 
     pub fn dir(prefix: &str) -> Key {
@@ -271,14 +265,16 @@ impl ObjectStore for OpendalStore {
     }
 }
 
-/// True when an error means "try again later", not "your request is wrong".
-pub fn is_transient(e: &Error) -> bool {
-    e.kind == ErrorKind::Unavailable
+/// Lowercase hex SHA-256 of a plugin source: its address under [`Key::plugin_source`].
+pub fn source_sha256(source: impl AsRef<[u8]>) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(source.as_ref()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     async fn exercise(store: Arc<dyn ObjectStore>) {
         let k = Key::opaque("things/", b"a/../b");

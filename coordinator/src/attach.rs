@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::Digest;
 use worldloom_cluster::model::AttachedPlugin;
 use worldloom_cluster::protocol::{CheckPlugin, PluginCheck};
-use worldloom_cluster::storage::Key;
+use worldloom_cluster::storage::{Key, source_sha256};
 use worldloom_cluster::{Error, Result};
 use worldloom_plugin_abi::{PluginInfo, RuntimeKind, Value, params};
 
@@ -26,11 +25,6 @@ pub struct PluginRequest {
     pub version: String,
     #[serde(default)]
     pub params: BTreeMap<String, Value>,
-}
-
-/// Lowercase hex SHA-256 of a plugin source.
-pub fn source_sha256(source: impl AsRef<[u8]>) -> String {
-    hex::encode(sha2::Sha256::digest(source.as_ref()))
 }
 
 /// Parses a runtime name, naming the field on error.

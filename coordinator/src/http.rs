@@ -137,11 +137,6 @@ pub fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
     })
 }
 
-/// The JSON config for payload errors raised by actix itself.
-pub fn payload_config(limit: usize) -> web::PayloadConfig {
-    web::PayloadConfig::new(limit)
-}
-
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let c = &state.coordinator;
     HttpResponse::Ok().json(json!({

@@ -14,12 +14,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use worldloom_cluster::model::{PluginNameRecord, PluginVersionRecord};
-use worldloom_cluster::storage::{self, Key, ObjectStore};
+use worldloom_cluster::storage::{self, Key, ObjectStore, source_sha256};
 use worldloom_cluster::{Error, ErrorKind, Result};
 use worldloom_plugin_abi::ABI_VERSION;
 
 use crate::Coordinator;
-use crate::attach::{parse_runtime, source_sha256};
+use crate::attach::parse_runtime;
 use crate::auth::{self, Account};
 
 /// Longest plugin description, in characters.

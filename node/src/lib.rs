@@ -18,7 +18,7 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use worldloom_cluster::model::{ChunkRecord, GenSpec};
 use worldloom_cluster::protocol::{ChunkReply, PluginCheck};
-use worldloom_cluster::storage::{Key, ObjectStore};
+use worldloom_cluster::storage::{Key, ObjectStore, source_sha256};
 use worldloom_cluster::{Error, Result, wire};
 use worldloom_worldgen::ChunkCoord;
 
@@ -113,7 +113,7 @@ impl Node {
                             p.name, p.version
                         ))
                     })?;
-                    if sha256_hex(&bytes) != p.sha256 {
+                    if source_sha256(&bytes) != p.sha256 {
                         return Err(Error::internal(format!(
                             "the stored source of plugin {}@{} does not match its SHA-256",
                             p.name, p.version
@@ -149,10 +149,4 @@ impl Drop for InflightGuard {
             inflight.remove(&self.key);
         }
     }
-}
-
-/// Lowercase hex SHA-256, the address of plugin sources.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }

@@ -39,7 +39,8 @@ pub fn plugin_random_seed(world_seed: u64, plugin: &AttachedPlugin, coord: Chunk
     hash2(per_plugin, i64::from(coord.cx), i64::from(coord.cz))
 }
 
-fn input(spec: &GenSpec, plugin: &AttachedPlugin, hook: HookName, chunk: &Chunk) -> HookInput {
+/// The input a hook call gets for a chunk.
+pub fn hook_input(spec: &GenSpec, plugin: &AttachedPlugin, hook: HookName, chunk: &Chunk) -> HookInput {
     HookInput {
         hook,
         seed: spec.seed,
@@ -57,7 +58,8 @@ fn input(spec: &GenSpec, plugin: &AttachedPlugin, hook: HookName, chunk: &Chunk)
     }
 }
 
-fn apply(chunk: &mut Chunk, output: HookOutput) -> Result<(), String> {
+/// Applies a validated hook output to a chunk.
+pub fn apply_output(chunk: &mut Chunk, output: HookOutput) -> Result<(), String> {
     match output {
         HookOutput::Terrain(t) if t.height.len() == CHUNK_COLUMNS => chunk.layers.height = t.height,
         HookOutput::Biome(b) if b.biome.len() == CHUNK_COLUMNS => chunk.layers.biome = b.biome,
@@ -111,10 +113,10 @@ impl Stage<'_> {
                     continue;
                 }
             }
-            let result = self.runner.run(plugin, &input(spec, plugin, hook, chunk));
+            let result = self.runner.run(plugin, &hook_input(spec, plugin, hook, chunk));
             let applied = result.and_then(|out| {
                 let mut next = chunk.clone();
-                apply(&mut next, out).map_err(|m| PluginError::new(ErrorKind::InvalidOutput, m))?;
+                apply_output(&mut next, out).map_err(|m| PluginError::new(ErrorKind::InvalidOutput, m))?;
                 *chunk = next;
                 Ok(())
             });
@@ -153,16 +155,6 @@ pub fn generate(spec: &GenSpec, coord: ChunkCoord, runner: &mut dyn HookRunner) 
     core.features(&mut chunk);
     stage.run(HookName::Features, &mut chunk);
     ChunkRecord { world: spec.world.clone(), revision: spec.revision, chunk, plugin_failures: stage.failures }
-}
-
-/// The input a hook call gets for a chunk (public for `worldloom plugin run`).
-pub fn hook_input(spec: &GenSpec, plugin: &AttachedPlugin, hook: HookName, chunk: &Chunk) -> HookInput {
-    input(spec, plugin, hook, chunk)
-}
-
-/// Applies a validated hook output to a chunk (public for `worldloom plugin run`).
-pub fn apply_output(chunk: &mut Chunk, output: HookOutput) -> Result<(), String> {
-    apply(chunk, output)
 }
 
 #[cfg(test)]

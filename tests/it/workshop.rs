@@ -59,7 +59,7 @@ async fn an_upload_is_validated_stored_and_listed() {
     assert_eq!(meta["params"]["amount"]["max"], 1000.0);
     assert_eq!(meta["owner"], "tester");
     assert_eq!(meta["runtime"], "python");
-    assert_eq!(meta["sha256"], worldloom_node::sha256_hex(LIFT.as_bytes()));
+    assert_eq!(meta["sha256"], worldloom_cluster::storage::source_sha256(LIFT));
     assert_eq!(meta["yanked"], false);
 
     let (st, list) = get_json(format!("{}/v1/plugins", s.base)).await;
@@ -461,7 +461,7 @@ async fn a_plugin_file_can_be_uploaded_as_a_multipart_form() {
     .await;
     assert_eq!(st, 201, "{meta}");
     assert_eq!((meta["name"].as_str(), meta["description"].as_str()), (Some("lift"), Some("by form")));
-    assert_eq!(meta["sha256"], worldloom_node::sha256_hex(LIFT.as_bytes()));
+    assert_eq!(meta["sha256"], worldloom_cluster::storage::source_sha256(LIFT));
     let (st, body) = post_form(&s.base, &s.token, &[("name", None, "lift"), ("source", Some("lift.py"), LIFT)]).await;
     assert_eq!((st, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("version")));
     let (st, body) = post_form(

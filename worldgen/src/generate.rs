@@ -61,10 +61,6 @@ impl Generator {
         }
     }
 
-    pub fn params(&self) -> &Params {
-        &self.params
-    }
-
     /// Every core stage in order.
     pub fn chunk(&self, coord: ChunkCoord) -> Chunk {
         let mut chunk = self.terrain(coord);

@@ -300,6 +300,9 @@ pub struct Limits {
     pub max_feature_properties: u32,
     /// Longest feature kind, property name or string property, bytes.
     pub max_feature_string: u32,
+    /// Largest linear memory a plugin may have after loading (what its warm
+    /// snapshot keeps), bytes.
+    pub snapshot_bytes: u64,
 }
 
 impl Default for Limits {
@@ -315,6 +318,7 @@ impl Default for Limits {
             max_features: 4_096,
             max_feature_properties: 16,
             max_feature_string: 64,
+            snapshot_bytes: 128 << 20,
         }
     }
 }

@@ -18,54 +18,19 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use wasmer::sys::{CompilerConfig, Cranelift, CraneliftOptLevel, EngineBuilder, NativeEngineExt};
-use wasmer::wasmparser::Operator;
 use wasmer::{Engine, Module};
-use wasmer_middlewares::Metering;
 
 use crate::artifacts::{self, WASM_SHA256};
 use crate::error::{SandboxError, SandboxErrorKind};
+use crate::metering::{self, Metering};
 
 /// Bump when anything about how the module is compiled changes.
-const COMPILE_RECIPE: &str = "worldloom-sandbox-compile-v1";
-/// Version of the fuel cost function (part of the cache key).
-const METERING_VERSION: &str = "metering-v2:cost=1-per-operator,0-for-block/loop/end/else/nop:init=u64::MAX";
+const COMPILE_RECIPE: &str = "worldloom-sandbox-compile-v2";
 
-/// Instructions that change table contents: the snapshot reset does not
-/// restore tables, so the interpreter must not contain any (checked while
-/// compiling, not hoped).
-static TABLE_OPS: AtomicU64 = AtomicU64::new(0);
-/// `memory.init` / `data.drop`: segment state is not restored either; see
-/// DESIGN.md for why the ones in the interpreter are harmless.
-static SEGMENT_OPS: AtomicU64 = AtomicU64::new(0);
-
-/// Fuel cost of one operator: 1, except structural markers that compile to
-/// no machine code. (Counting them made CPython's interpreter loop, a
-/// `br_table` under ~250 nested `block`s, cost ~300 fuel per bytecode.)
-fn cost(op: &Operator) -> u64 {
-    if matches!(op, Operator::Block { .. } | Operator::Loop { .. } | Operator::End | Operator::Else | Operator::Nop) {
-        return 0;
-    }
-    match op {
-        Operator::TableSet { .. }
-        | Operator::TableGrow { .. }
-        | Operator::TableFill { .. }
-        | Operator::TableCopy { .. }
-        | Operator::TableInit { .. }
-        | Operator::ElemDrop { .. } => {
-            TABLE_OPS.fetch_add(1, Ordering::Relaxed);
-        }
-        Operator::DataDrop { .. } | Operator::MemoryInit { .. } => {
-            SEGMENT_OPS.fetch_add(1, Ordering::Relaxed);
-        }
-        _ => {}
-    }
-    1
-}
-
-fn compiler_config() -> Cranelift {
+fn compiler_config(metering: Arc<Metering>) -> Cranelift {
     let mut cfg = Cranelift::new();
     cfg.opt_level(CraneliftOptLevel::Speed);
-    cfg.push_middleware(Arc::new(Metering::new(u64::MAX, cost)));
+    cfg.push_middleware(metering);
     cfg
 }
 
@@ -75,12 +40,13 @@ fn cache_err(what: impl std::fmt::Display, err: impl std::fmt::Display) -> Sandb
 
 /// The cache key text and the file it names.
 pub fn cache_file(cache_dir: &Path, runtime: &Engine) -> (String, PathBuf) {
-    let compile_engine: Engine = EngineBuilder::new(compiler_config()).into();
+    let compile_engine: Engine = EngineBuilder::new(compiler_config(Arc::new(Metering::new()))).into();
     let target = runtime.target();
     let key = format!(
-        "{COMPILE_RECIPE}\nwasm-sha256={WASM_SHA256}\nwasmer=7.4.2\ncompiler={}\n{METERING_VERSION}\n\
+        "{COMPILE_RECIPE}\nwasm-sha256={WASM_SHA256}\nwasmer=7.4.2\ncompiler={}\n{}\n\
          triple={}\ncpu-features={:?}\nmemory-style=static\n",
         compile_engine.deterministic_id(),
+        metering::VERSION,
         target.triple(),
         target.cpu_features(),
     );
@@ -165,13 +131,22 @@ pub fn load_or_compile(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> R
     let wasm = artifacts::read_verified(wasm_path, WASM_SHA256)?;
     let t = Instant::now();
     tracing::info!(path = %path.display(), "compiling the Python interpreter (once per machine, about a minute)");
-    let compile_engine: Engine = EngineBuilder::new(compiler_config()).into();
-    TABLE_OPS.store(0, Ordering::Relaxed);
-    SEGMENT_OPS.store(0, Ordering::Relaxed);
+    let metering = Arc::new(Metering::new());
+    let census = metering.census.clone();
+    let compile_engine: Engine = EngineBuilder::new(compiler_config(metering)).into();
     let module = Module::new(&compile_engine, &wasm)
         .map_err(|e| SandboxError::new(SandboxErrorKind::Compile, format!("compiling {}: {e}", wasm_path.display())))?;
-    let (table_ops, segment_ops) = (TABLE_OPS.load(Ordering::Relaxed), SEGMENT_OPS.load(Ordering::Relaxed));
-    tracing::info!(elapsed_ms = t.elapsed().as_millis() as u64, table_ops, segment_ops, "interpreter compiled");
+    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let (table_ops, segment_ops) = (count(&census.table_ops), count(&census.segment_ops));
+    let (throws, bulk_ops) = (count(&census.throws), count(&census.bulk_ops));
+    tracing::info!(
+        elapsed_ms = t.elapsed().as_millis() as u64,
+        table_ops,
+        segment_ops,
+        throws,
+        bulk_ops,
+        "interpreter compiled"
+    );
     if table_ops != 0 {
         return Err(SandboxError::new(
             SandboxErrorKind::Compile,
@@ -184,8 +159,11 @@ pub fn load_or_compile(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> R
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     module.serialize_to_file(&tmp).map_err(|e| cache_err(format!("writing {}", tmp.display()), e))?;
     File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| cache_err(format!("syncing {}", tmp.display()), e))?;
-    fs::write(path.with_extension("key"), format!("{key}table-ops={table_ops}\nsegment-ops={segment_ops}\n"))
-        .map_err(|e| cache_err(format!("writing the cache key next to {}", path.display()), e))?;
+    fs::write(
+        path.with_extension("key"),
+        format!("{key}table-ops={table_ops}\nsegment-ops={segment_ops}\nthrows={throws}\nbulk-ops={bulk_ops}\n"),
+    )
+    .map_err(|e| cache_err(format!("writing the cache key next to {}", path.display()), e))?;
     fs::rename(&tmp, &path).map_err(|e| cache_err(format!("renaming {} into place", tmp.display()), e))?;
     prune_stale(cache_dir, &path);
     drop(module);

@@ -1,27 +1,24 @@
 //! The per-process engine: verified artifacts, the compiled interpreter, the
-//! shared stdlib filesystem, the watchdog, and the base snapshot (interpreter
-//! + numpy + harness) every plugin sandbox starts from.
+//! shared stdlib bytes, the watchdog, and the base snapshot (interpreter +
+//! numpy + harness) every plugin sandbox starts from.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmer::sys::NativeEngineExt;
-use wasmer_wasix::runtime::task_manager::TaskWasm;
-use wasmer_wasix::{PluggableRuntime, VirtualTaskManager, WasiThreadError};
 use worldloom_plugin_abi::{CallStats, ErrorKind, Limits, PluginError, PluginInfo};
 
 use crate::artifacts::{self, ArtifactPaths, GUEST_STDLIB_NAME, STDLIB_SHA256};
 use crate::error::{LoadFailure, SandboxError, SandboxErrorKind};
-use crate::fs::OneFileFs;
 use crate::host::{self, Request, rng_for};
 use crate::image::Image;
 use crate::instance::{Live, TurnLimits, TurnSource};
 use crate::sandbox::Sandbox;
 use crate::tunables::LimitingTunables;
 use crate::validate::{self, MANIFEST_CAP, Phase};
+use crate::wasi::Stdlib;
 use crate::watchdog::Watchdog;
 use crate::{Core, ResetStrategy, SandboxConfig};
 
@@ -31,33 +28,6 @@ const HARNESS: &str = include_str!("../python/harness.py");
 pub const MAX_SOURCE_BYTES: usize = 1 << 20;
 /// Native stack for guest code (wasmer's default is 1 MiB).
 const WASM_STACK: usize = 8 << 20;
-
-/// A task manager that refuses every thread and spawn: guest code only ever
-/// runs on the thread that called into the sandbox, under its limits.
-/// (`poll_oneoff` is replaced, so nothing ever waits on `sleep_now`.)
-#[derive(Debug)]
-struct NoThreads;
-
-impl VirtualTaskManager for NoThreads {
-    fn sleep_now(&self, _: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
-        Box::pin(std::future::ready(()))
-    }
-    fn task_shared(
-        &self,
-        _: Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> + Send + 'static>,
-    ) -> Result<(), WasiThreadError> {
-        Err(WasiThreadError::Unsupported)
-    }
-    fn task_wasm(&self, _: TaskWasm) -> Result<(), WasiThreadError> {
-        Err(WasiThreadError::Unsupported)
-    }
-    fn task_dedicated(&self, _: Box<dyn FnOnce() + Send + 'static>) -> Result<(), WasiThreadError> {
-        Err(WasiThreadError::Unsupported)
-    }
-    fn thread_parallelism(&self) -> Result<usize, WasiThreadError> {
-        Ok(1)
-    }
-}
 
 /// One per process; cheap to share. Sandboxes made from it share its
 /// compiled module, stdlib bytes, watchdog and base snapshot.
@@ -107,15 +77,11 @@ impl Engine {
         let wasmer = capped(&loader, &cfg.limits);
         let module = crate::cache::load_or_compile(&wasmer, &paths.wasm, &cfg.cache_dir)?;
         check_module(&module)?;
-        let mut prt = PluggableRuntime::new(Arc::new(NoThreads));
-        prt.set_engine(wasmer.clone());
-        let watchdog = Watchdog::start().map_err(|e| SandboxError::io("starting the watchdog thread", e))?;
         let core = Arc::new(Core {
             engine: loader,
             module,
-            runtime: Arc::new(prt),
-            stdlib: Arc::new(OneFileFs::new(GUEST_STDLIB_NAME, Bytes::from(stdlib))),
-            watchdog,
+            stdlib: Stdlib { name: GUEST_STDLIB_NAME.to_string(), data: Bytes::from(stdlib) },
+            watchdog: Watchdog::new(),
             biome_count: cfg.biome_count,
         });
         let base = base_image(&core, &wasmer)?;
@@ -141,6 +107,18 @@ impl Engine {
         self.base.len()
     }
 
+    /// Descriptors the engine holds (snapshot memfds): a forked worker keeps
+    /// these and closes everything else.
+    pub fn owned_fds(&self) -> Vec<RawFd> {
+        vec![self.base.raw_fd()]
+    }
+
+    /// Starts the deadline thread now (a worker does this before it
+    /// confines itself; otherwise the first call starts it).
+    pub fn start_watchdog(&self) -> std::io::Result<()> {
+        self.core.watchdog.start()
+    }
+
     /// The same engine (compiled module, base snapshot, watchdog) with other
     /// limits, including the memory cap: no recompilation.
     pub fn with_limits(&self, limits: Limits) -> Arc<Engine> {
@@ -161,8 +139,24 @@ impl Engine {
     /// [`Engine::instantiate`] with a chosen reset strategy (for benchmarks).
     pub fn instantiate_with(&self, name: &str, source: &str, strategy: ResetStrategy) -> Result<Sandbox, LoadFailure> {
         let mut loaded = self.run_load(source, strategy)?;
+        let kept = loaded.live.memory_len() as u64;
+        if kept > self.limits.snapshot_bytes {
+            return Err(LoadFailure::Plugin {
+                error: PluginError::new(
+                    ErrorKind::MemoryLimit,
+                    format!(
+                        "the plugin's state after loading is {} MiB; at most {} MiB can be kept warm \
+                         (import less at module level, or build large tables inside the hook)",
+                        kept >> 20,
+                        self.limits.snapshot_bytes >> 20
+                    ),
+                ),
+                log: loaded.log,
+                stats: loaded.stats,
+            });
+        }
         let image = loaded.live.capture(self.base.call_src, self.base.load_src)?;
-        loaded.live.reset(&self.core, &image, strategy)?;
+        loaded.live.reset(&image, strategy)?;
         tracing::debug!(
             plugin = name,
             memory_mib = image.len() >> 20,
@@ -171,7 +165,8 @@ impl Engine {
             "plugin loaded"
         );
         let live = if strategy == ResetStrategy::FreshInstance { None } else { Some(loaded.live) };
-        Ok(Sandbox::new(self, name, loaded.info, loaded.warnings, loaded.log, image, live, strategy))
+        let loaded_meta = (loaded.info, loaded.warnings, loaded.log, loaded.stats);
+        Ok(Sandbox::new(self, name, loaded_meta, image, live, strategy))
     }
 
     /// Runs the load turn in a fresh instance made from the base snapshot
@@ -188,9 +183,11 @@ impl Engine {
             });
         }
         let mut live = Live::from_image(&self.core, &self.wasmer, &self.base, strategy)?;
+        let deadline = Duration::from_millis(self.limits.load_deadline_ms);
         let limits = TurnLimits {
             fuel: self.limits.load_fuel,
-            deadline: Duration::from_millis(self.limits.load_deadline_ms),
+            deadline: Some(deadline),
+            virtual_deadline: deadline,
             log_bytes: usize::try_from(self.limits.log_bytes).unwrap_or(usize::MAX),
             frame_cap: MANIFEST_CAP + 5,
         };
@@ -212,14 +209,13 @@ impl Engine {
             Ok(x) => x,
             Err(e) => return Err(fail(e, tr.log)),
         };
-        let open = live.open_fds();
-        if !open.is_empty() {
+        if tr.open_files > 0 {
             return Err(fail(
                 PluginError::new(
                     ErrorKind::InvalidOutput,
                     format!(
                         "the plugin keeps {} file(s) open after loading; close them before the module finishes",
-                        open.len()
+                        tr.open_files
                     ),
                 ),
                 tr.log,
@@ -262,8 +258,7 @@ struct Loaded {
 fn check_module(module: &wasmer::Module) -> Result<(), SandboxError> {
     let bad = |m: String| SandboxError::new(SandboxErrorKind::ArtifactCorrupt, m);
     host::check_imports(module).map_err(bad)?;
-    for name in ["memory", "turn", "host_alloc", "wasmer_metering_remaining_points", "wasmer_metering_points_exhausted"]
-    {
+    for name in ["memory", "turn", "host_alloc", crate::metering::REMAINING, crate::metering::EXHAUSTED] {
         if !module.exports().any(|e| e.name() == name) {
             return Err(bad(format!("the compiled interpreter does not export {name}")));
         }
@@ -280,8 +275,14 @@ fn check_module(module: &wasmer::Module) -> Result<(), SandboxError> {
 fn base_image(core: &Core, wasmer: &wasmer::Engine) -> Result<Arc<Image>, SandboxError> {
     let t = Instant::now();
     let mut live = Live::new(core, wasmer)?;
-    let limits =
-        TurnLimits { fuel: u64::MAX / 4, deadline: Duration::from_secs(600), log_bytes: 64 << 10, frame_cap: 0 };
+    // Trusted set-up code: no watchdog (the zygote must stay single-threaded).
+    let limits = TurnLimits {
+        fuel: u64::MAX / 4,
+        deadline: None,
+        virtual_deadline: Duration::from_secs(600),
+        log_bytes: 64 << 10,
+        frame_cap: 0,
+    };
     let tr = live.run_turn(core, TurnSource::Text(HARNESS), Request::Internal, rng_for("base", 0), limits)?;
     let fail = |what: String| SandboxError::new(SandboxErrorKind::Instantiation, what);
     match &tr.result {
@@ -294,9 +295,8 @@ fn base_image(core: &Core, wasmer: &wasmer::Engine) -> Result<Arc<Image>, Sandbo
     }
     let call_src = live.place("_wl_call()")?;
     let load_src = live.place("_wl_load()")?;
-    let open = live.open_fds();
-    if !open.is_empty() {
-        return Err(SandboxError::internal(format!("descriptors {open:?} are open at the base snapshot")));
+    if tr.open_files > 0 {
+        return Err(SandboxError::internal(format!("{} files are open at the base snapshot", tr.open_files)));
     }
     let image = live.capture(call_src, load_src)?;
     tracing::debug!(

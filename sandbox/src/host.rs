@@ -1,12 +1,19 @@
-//! The host functions a guest can reach besides wasix's own: the door
-//! (`host.call`) and our replacements for the preview1 imports that would
-//! otherwise touch the host (clocks, randomness, sleeping, yielding, exit) or
-//! mutate anything (deny stubs).
+//! Every import the guest gets, all implemented here: the door
+//! (`host.call`), the WASI preview1 functions (the file world is in
+//! `wasi.rs`), and deny stubs for everything that would change something.
+//! wasmer-wasix is not used at all, so nothing the guest can call reaches
+//! code we have not read.
 //!
-//! Every guest address is bounds-checked through `MemoryView`; a bad address
-//! is an errno for the guest, never a host panic.
-
-use std::collections::BTreeSet;
+//! Every host function:
+//! - bounds-checks every guest address (a bad one is `EFAULT` for the guest,
+//!   never a host panic);
+//! - bounds its own work (paths at most 4 KiB, at most 1024 buffers per I/O
+//!   call, at most 256 poll subscriptions, results no larger than guest
+//!   memory);
+//! - charges fuel for what it does: [`HOST_CALL_FUEL`] per call plus one
+//!   unit per byte it moves or parses, so a plugin that lives in host calls
+//!   runs out of fuel like one that loops in wasm, and the same plugin stops
+//!   the same way on every machine.
 
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -17,9 +24,45 @@ use wasmer::{
 };
 use worldloom_plugin_abi::frame;
 
-/// The only preview1 functions a module may import (what the pinned
-/// interpreter imports, plus the mutating ones we stub out).
-pub const ALLOWED_WASI: &[&str] = &[
+use crate::wasi::{self, Files, Log, Mem, Stdlib, World, errno};
+use crate::watchdog::FuelCell;
+
+pub const WASI_NS: &str = "wasi_snapshot_preview1";
+
+/// Fuel every host call costs before it does anything: about what the
+/// guest-to-host transition and the bookkeeping cost in time, measured
+/// against the fuel rate of plain wasm (DESIGN.md, "Fuel").
+pub const HOST_CALL_FUEL: u64 = 2_000;
+/// Fuel per byte a host function moves or parses (paths, reads, writes,
+/// random bytes, door frames).
+pub const HOST_BYTE_FUEL: u64 = 1;
+
+/// Imports that would change the filesystem or the process: answered with
+/// an errno (typed from the module's own declaration), after charging.
+const DENY: &[(&str, i32)] = &[
+    ("path_create_directory", errno::ROFS),
+    ("path_link", errno::ROFS),
+    ("path_remove_directory", errno::ROFS),
+    ("path_rename", errno::ROFS),
+    ("path_symlink", errno::ROFS),
+    ("path_unlink_file", errno::ROFS),
+    ("path_filestat_set_times", errno::ROFS),
+    ("fd_filestat_set_times", errno::ROFS),
+    ("fd_filestat_set_size", errno::ROFS),
+    ("fd_allocate", errno::ROFS),
+    ("fd_renumber", errno::NOTSUP),
+    ("fd_fdstat_set_rights", errno::NOTSUP),
+    ("proc_raise", errno::NOTSUP),
+    ("sock_accept", errno::NOTSUP),
+    ("sock_recv", errno::NOTSUP),
+    ("sock_send", errno::NOTSUP),
+    ("sock_shutdown", errno::NOTSUP),
+];
+
+/// The preview1 functions implemented below; a module importing anything
+/// else (or anything outside `wasi_snapshot_preview1` but `host.call`) is
+/// refused at load.
+const IMPLEMENTED: &[&str] = &[
     "args_get",
     "args_sizes_get",
     "environ_get",
@@ -32,8 +75,6 @@ pub const ALLOWED_WASI: &[&str] = &[
     "fd_fdstat_get",
     "fd_fdstat_set_flags",
     "fd_filestat_get",
-    "fd_filestat_set_size",
-    "fd_filestat_set_times",
     "fd_pread",
     "fd_prestat_get",
     "fd_prestat_dir_name",
@@ -44,59 +85,13 @@ pub const ALLOWED_WASI: &[&str] = &[
     "fd_sync",
     "fd_tell",
     "fd_write",
-    "path_create_directory",
     "path_filestat_get",
-    "path_filestat_set_times",
-    "path_link",
     "path_open",
     "path_readlink",
-    "path_remove_directory",
-    "path_rename",
-    "path_symlink",
-    "path_unlink_file",
     "poll_oneoff",
     "proc_exit",
     "sched_yield",
     "random_get",
-    "sock_accept",
-    "sock_recv",
-    "sock_send",
-    "sock_shutdown",
-    // Stubbed out if present.
-    "fd_allocate",
-    "fd_renumber",
-    "fd_fdstat_set_rights",
-    "proc_raise",
-];
-
-pub const WASI_NS: &str = "wasi_snapshot_preview1";
-
-const E_OK: i32 = 0;
-const E_FAULT: i32 = 21;
-const E_INVAL: i32 = 28;
-const E_MFILE: i32 = 33;
-const E_NOTSUP: i32 = 58;
-const E_ROFS: i32 = 69;
-
-/// Imports that would mutate the filesystem or process: answered with an errno.
-const DENY: &[(&str, i32)] = &[
-    ("path_create_directory", E_ROFS),
-    ("path_link", E_ROFS),
-    ("path_remove_directory", E_ROFS),
-    ("path_rename", E_ROFS),
-    ("path_symlink", E_ROFS),
-    ("path_unlink_file", E_ROFS),
-    ("path_filestat_set_times", E_ROFS),
-    ("fd_filestat_set_times", E_ROFS),
-    ("fd_filestat_set_size", E_ROFS),
-    ("fd_allocate", E_ROFS),
-    ("fd_renumber", E_NOTSUP),
-    ("fd_fdstat_set_rights", E_NOTSUP),
-    ("proc_raise", E_NOTSUP),
-    ("sock_accept", E_NOTSUP),
-    ("sock_recv", E_NOTSUP),
-    ("sock_send", E_NOTSUP),
-    ("sock_shutdown", E_NOTSUP),
 ];
 
 /// Fixed wall-clock epoch the guest sees at the start of every call
@@ -111,12 +106,19 @@ pub const CLOCK_TICK_NS: u64 = 1_000;
 /// Why the host stopped a guest from inside an import.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HostTrap {
-    /// `proc_exit(code)`, with the raw code (wasix would fold it modulo 256).
+    /// `proc_exit(code)`, with the raw code.
     #[error("plugin called exit({0})")]
     Exit(i32),
     /// A sleep or clock read that would pass the call's deadline.
     #[error("the plugin slept past its deadline")]
     PastDeadline,
+    /// A host call's charge did not fit in the fuel left.
+    #[error("the plugin used up its fuel in a host call")]
+    FuelExhausted,
+}
+
+fn trap(t: HostTrap) -> RuntimeError {
+    RuntimeError::user(Box::new(t))
 }
 
 /// What the door hands out during the current turn.
@@ -144,12 +146,15 @@ pub struct Outcome {
     pub duplicate: bool,
 }
 
-/// State shared by the door and the overridden imports of one instance.
+/// Everything the imports of one instance share. Reset at the start of
+/// every turn; it holds no host resource (no descriptor, no path).
 pub struct HostState {
     pub memory: Option<Memory>,
     pub alloc: Option<TypedFunction<i32, i32>>,
-    path_open: Option<Function>,
-    fd_close: Option<Function>,
+    /// The instance's remaining-fuel global (charged by host calls).
+    pub fuel: Option<FuelCell>,
+    /// A host call's charge did not fit: the turn ran out of fuel.
+    pub fuel_exhausted: bool,
     /// Virtual ns elapsed since the turn started.
     pub elapsed_ns: u64,
     /// Virtual ns the turn may spend (its deadline).
@@ -159,8 +164,9 @@ pub struct HostState {
     /// Largest result frame the guest may hand over, bytes.
     pub frame_cap: u64,
     pub outcome: Outcome,
-    /// Descriptors the guest opened with `path_open` and has not closed.
-    pub open_fds: BTreeSet<u32>,
+    pub files: Files,
+    pub log: Log,
+    pub stdlib: Stdlib,
 }
 
 impl std::fmt::Debug for HostState {
@@ -169,20 +175,60 @@ impl std::fmt::Debug for HostState {
     }
 }
 
-impl Default for HostState {
-    fn default() -> Self {
+impl HostState {
+    pub fn new(stdlib: Stdlib) -> Self {
         Self {
             memory: None,
             alloc: None,
-            path_open: None,
-            fd_close: None,
+            fuel: None,
+            fuel_exhausted: false,
             elapsed_ns: 0,
             virtual_deadline_ns: 0,
             rng: ChaCha20Rng::from_seed([0; 32]),
             request: Request::Idle,
             frame_cap: 0,
             outcome: Outcome::default(),
-            open_fds: BTreeSet::new(),
+            files: Files::fresh(),
+            log: Log::default(),
+            stdlib,
+        }
+    }
+
+    /// Prepares for a turn: a fresh descriptor table and log, the virtual
+    /// clock back to its epoch, a fresh RNG, an empty outcome.
+    pub fn begin_turn(&mut self, request: Request, rng: ChaCha20Rng, deadline_ms: u64, frame_cap: u64, log_cap: usize) {
+        self.elapsed_ns = 0;
+        self.virtual_deadline_ns = deadline_ms.saturating_mul(1_000_000);
+        self.rng = rng;
+        self.request = request;
+        self.frame_cap = frame_cap;
+        self.outcome = Outcome::default();
+        self.files = Files::fresh();
+        self.log.reset(log_cap);
+        self.fuel_exhausted = false;
+    }
+
+    pub fn end_turn(&mut self) -> Outcome {
+        self.request = Request::Idle;
+        std::mem::take(&mut self.outcome)
+    }
+
+    fn advance(&mut self, ns: u64) -> Result<(), RuntimeError> {
+        self.elapsed_ns = self.elapsed_ns.saturating_add(ns);
+        if self.elapsed_ns > self.virtual_deadline_ns {
+            return Err(trap(HostTrap::PastDeadline));
+        }
+        Ok(())
+    }
+
+    /// Takes `n` fuel from the running turn, or stops it.
+    fn charge(&mut self, n: u64) -> Result<(), RuntimeError> {
+        let Some(cell) = self.fuel else { return Ok(()) };
+        if cell.take(n) {
+            Ok(())
+        } else {
+            self.fuel_exhausted = true;
+            Err(trap(HostTrap::FuelExhausted))
         }
     }
 }
@@ -197,32 +243,6 @@ pub fn rng_for(domain: &str, seed: u64) -> ChaCha20Rng {
     ChaCha20Rng::from_seed(h.finalize().into())
 }
 
-impl HostState {
-    /// Prepares for a turn: virtual clock back to its epoch, fresh RNG,
-    /// empty outcome.
-    pub fn begin_turn(&mut self, request: Request, rng: ChaCha20Rng, deadline_ms: u64, frame_cap: u64) {
-        self.elapsed_ns = 0;
-        self.virtual_deadline_ns = deadline_ms.saturating_mul(1_000_000);
-        self.rng = rng;
-        self.request = request;
-        self.frame_cap = frame_cap;
-        self.outcome = Outcome::default();
-    }
-
-    pub fn end_turn(&mut self) -> Outcome {
-        self.request = Request::Idle;
-        std::mem::take(&mut self.outcome)
-    }
-
-    fn advance(&mut self, ns: u64) -> Result<(), HostTrap> {
-        self.elapsed_ns = self.elapsed_ns.saturating_add(ns);
-        if self.elapsed_ns > self.virtual_deadline_ns {
-            return Err(HostTrap::PastDeadline);
-        }
-        Ok(())
-    }
-}
-
 fn view<'a>(mem: &Option<Memory>, store: &'a impl wasmer::AsStoreRef) -> Option<MemoryView<'a>> {
     mem.as_ref().map(|m| m.view(store))
 }
@@ -231,63 +251,219 @@ fn addr(p: i32) -> u64 {
     u64::from(p as u32)
 }
 
+/// The common shape of a WASI import: charge the call, run `f` on the file
+/// world with a memory view, charge what it moved.
+fn with_world<T>(
+    env: &mut FunctionEnvMut<HostState>,
+    f: impl FnOnce(&mut World<'_>, &Mem<'_>) -> Result<T, i32>,
+    moved: impl FnOnce(&T) -> u64,
+) -> Result<i32, RuntimeError> {
+    let (st, store) = env.data_and_store_mut();
+    st.charge(HOST_CALL_FUEL)?;
+    let Some(v) = view(&st.memory, &store) else { return Ok(errno::FAULT) };
+    let m = Mem(v);
+    let mut w = World { files: &mut st.files, stdlib: &st.stdlib, log: &mut st.log };
+    let r = f(&mut w, &m);
+    match r {
+        Ok(x) => {
+            let n = moved(&x);
+            st.charge(n.saturating_mul(HOST_BYTE_FUEL))?;
+            Ok(errno::SUCCESS)
+        }
+        Err(e) => Ok(e),
+    }
+}
+
+fn no_bytes<T>(_: &T) -> u64 {
+    0
+}
+
+fn bytes(n: &u64) -> u64 {
+    *n
+}
+
+fn args_get(mut env: FunctionEnvMut<HostState>, ptrs: i32, buf: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |_, m| wasi::put_strings(m, wasi::ARGV, ptrs as u32, buf as u32), no_bytes)
+}
+fn args_sizes_get(mut env: FunctionEnvMut<HostState>, count: i32, size: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |_, m| wasi::put_sizes(m, wasi::ARGV, count as u32, size as u32), no_bytes)
+}
+fn environ_get(mut env: FunctionEnvMut<HostState>, ptrs: i32, buf: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |_, m| wasi::put_strings(m, wasi::ENV, ptrs as u32, buf as u32), no_bytes)
+}
+fn environ_sizes_get(mut env: FunctionEnvMut<HostState>, count: i32, size: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |_, m| wasi::put_sizes(m, wasi::ENV, count as u32, size as u32), no_bytes)
+}
+fn fd_advise(mut env: FunctionEnvMut<HostState>, fd: i32, _o: i64, _l: i64, _a: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, _| w.fd_noop(fd), no_bytes)
+}
+fn fd_sync(mut env: FunctionEnvMut<HostState>, fd: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, _| w.fd_noop(fd), no_bytes)
+}
+fn fd_close(mut env: FunctionEnvMut<HostState>, fd: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, _| w.fd_close(fd), no_bytes)
+}
+fn fd_fdstat_get(mut env: FunctionEnvMut<HostState>, fd: i32, out: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, m| w.fd_fdstat_get(m, fd, out as u32), no_bytes)
+}
+fn fd_fdstat_set_flags(mut env: FunctionEnvMut<HostState>, fd: i32, flags: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, _| w.fd_fdstat_set_flags(fd, flags), no_bytes)
+}
+fn fd_filestat_get(mut env: FunctionEnvMut<HostState>, fd: i32, out: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, m| w.fd_filestat_get(m, fd, out as u32), no_bytes)
+}
+fn fd_prestat_get(mut env: FunctionEnvMut<HostState>, fd: i32, out: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, m| w.fd_prestat_get(m, fd, out as u32), no_bytes)
+}
+fn fd_prestat_dir_name(mut env: FunctionEnvMut<HostState>, fd: i32, buf: i32, len: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, m| w.fd_prestat_dir_name(m, fd, buf as u32, len as u32), no_bytes)
+}
+fn fd_read(mut env: FunctionEnvMut<HostState>, fd: i32, iovs: i32, n: i32, nread: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, m| w.fd_read(m, fd, iovs as u32, n as u32, nread as u32), bytes)
+}
+fn fd_pread(
+    mut env: FunctionEnvMut<HostState>,
+    fd: i32,
+    iovs: i32,
+    n: i32,
+    offset: i64,
+    nread: i32,
+) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, m| w.fd_pread(m, fd, iovs as u32, n as u32, offset, nread as u32), bytes)
+}
+fn fd_write(mut env: FunctionEnvMut<HostState>, fd: i32, iovs: i32, n: i32, nw: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, m| w.fd_write(m, fd, iovs as u32, n as u32, nw as u32), bytes)
+}
+fn fd_pwrite(
+    mut env: FunctionEnvMut<HostState>,
+    fd: i32,
+    _iovs: i32,
+    _n: i32,
+    _offset: i64,
+    _nw: i32,
+) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, _| w.fd_pwrite(fd), no_bytes)
+}
+fn fd_readdir(
+    mut env: FunctionEnvMut<HostState>,
+    fd: i32,
+    buf: i32,
+    len: i32,
+    cookie: i64,
+    used: i32,
+) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, m| w.fd_readdir(m, fd, buf as u32, len as u32, cookie, used as u32), bytes)
+}
+fn fd_seek(mut env: FunctionEnvMut<HostState>, fd: i32, off: i64, whence: i32, out: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, m| w.fd_seek(m, fd, off, whence, out as u32), no_bytes)
+}
+fn fd_tell(mut env: FunctionEnvMut<HostState>, fd: i32, out: i32) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, m| w.fd_tell(m, fd, out as u32), no_bytes)
+}
+fn path_filestat_get(
+    mut env: FunctionEnvMut<HostState>,
+    fd: i32,
+    _flags: i32,
+    path: i32,
+    len: i32,
+    out: i32,
+) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, m| w.path_filestat_get(m, fd, path as u32, len as u32, out as u32), bytes)
+}
+fn path_readlink(
+    mut env: FunctionEnvMut<HostState>,
+    fd: i32,
+    path: i32,
+    len: i32,
+    _buf: i32,
+    _buf_len: i32,
+    _used: i32,
+) -> Result<i32, RuntimeError> {
+    with_world(&mut env, |w, m| w.path_readlink(m, fd, path as u32, len as u32), bytes)
+}
+#[allow(clippy::too_many_arguments)]
+fn path_open(
+    mut env: FunctionEnvMut<HostState>,
+    dirfd: i32,
+    _dirflags: i32,
+    path: i32,
+    len: i32,
+    oflags: i32,
+    rights_base: i64,
+    _rights_inheriting: i64,
+    fdflags: i32,
+    fd_out: i32,
+) -> Result<i32, RuntimeError> {
+    with_world(
+        &mut env,
+        |w, m| w.path_open(m, dirfd, path as u32, len as u32, oflags, rights_base, fdflags, fd_out as u32),
+        bytes,
+    )
+}
+
 fn clock_time_get(mut env: FunctionEnvMut<HostState>, id: i32, _precision: i64, out: i32) -> Result<i32, RuntimeError> {
     let (st, store) = env.data_and_store_mut();
+    st.charge(HOST_CALL_FUEL)?;
     let base = match id {
         0 => REALTIME_EPOCH_NS,
         1..=3 => MONOTONIC_START_NS,
-        _ => return Ok(E_INVAL),
+        _ => return Ok(errno::INVAL),
     };
-    st.advance(CLOCK_TICK_NS).map_err(|e| RuntimeError::user(Box::new(e)))?;
+    st.advance(CLOCK_TICK_NS)?;
     let t = base.saturating_add(st.elapsed_ns);
-    let Some(v) = view(&st.memory, &store) else { return Ok(E_FAULT) };
-    Ok(if v.write(addr(out), &t.to_le_bytes()).is_ok() { E_OK } else { E_FAULT })
+    let Some(v) = view(&st.memory, &store) else { return Ok(errno::FAULT) };
+    Ok(if v.write(addr(out), &t.to_le_bytes()).is_ok() { errno::SUCCESS } else { errno::FAULT })
 }
 
-fn clock_res_get(mut env: FunctionEnvMut<HostState>, id: i32, out: i32) -> i32 {
+fn clock_res_get(mut env: FunctionEnvMut<HostState>, id: i32, out: i32) -> Result<i32, RuntimeError> {
     let (st, store) = env.data_and_store_mut();
+    st.charge(HOST_CALL_FUEL)?;
     if !(0..=3).contains(&id) {
-        return E_INVAL;
+        return Ok(errno::INVAL);
     }
-    let Some(v) = view(&st.memory, &store) else { return E_FAULT };
-    if v.write(addr(out), &CLOCK_TICK_NS.to_le_bytes()).is_ok() { E_OK } else { E_FAULT }
+    let Some(v) = view(&st.memory, &store) else { return Ok(errno::FAULT) };
+    Ok(if v.write(addr(out), &CLOCK_TICK_NS.to_le_bytes()).is_ok() { errno::SUCCESS } else { errno::FAULT })
 }
 
-fn random_get(mut env: FunctionEnvMut<HostState>, buf: i32, len: i32) -> i32 {
+fn random_get(mut env: FunctionEnvMut<HostState>, buf: i32, len: i32) -> Result<i32, RuntimeError> {
     let (st, store) = env.data_and_store_mut();
-    let Some(v) = view(&st.memory, &store) else { return E_FAULT };
+    st.charge(HOST_CALL_FUEL)?;
+    let Some(v) = view(&st.memory, &store) else { return Ok(errno::FAULT) };
     let (mut off, end) = (addr(buf), addr(buf) + addr(len));
     if end > v.data_size() {
-        return E_FAULT;
+        return Ok(errno::FAULT);
     }
+    st.charge(addr(len).saturating_mul(HOST_BYTE_FUEL))?;
     let mut tmp = [0u8; 4096];
     while off < end {
         let n = ((end - off) as usize).min(tmp.len());
         st.rng.fill_bytes(&mut tmp[..n]);
         if v.write(off, &tmp[..n]).is_err() {
-            return E_FAULT;
+            return Ok(errno::FAULT);
         }
         off += n as u64;
     }
-    E_OK
+    Ok(errno::SUCCESS)
 }
 
-fn sched_yield(_env: FunctionEnvMut<HostState>) -> i32 {
-    E_OK
+fn sched_yield(mut env: FunctionEnvMut<HostState>) -> Result<i32, RuntimeError> {
+    env.data_mut().charge(HOST_CALL_FUEL)?;
+    Ok(errno::SUCCESS)
 }
 
 fn proc_exit(_env: FunctionEnvMut<HostState>, code: i32) -> Result<(), RuntimeError> {
-    Err(RuntimeError::user(Box::new(HostTrap::Exit(code))))
+    Err(trap(HostTrap::Exit(code)))
 }
 
 const SUB_SIZE: u64 = 48;
 const EVENT_SIZE: u64 = 32;
 const MAX_SUBS: i32 = 256;
 
-/// `poll_oneoff` that never blocks: fd subscriptions are ready at once
-/// (stdin is always at EOF, the log always writable); clock subscriptions
-/// move the virtual clock to the earliest timeout. A sleep past the call's
-/// deadline stops the call (the host reports `timeout`).
+/// `poll_oneoff` that never blocks: subscriptions on open descriptors are
+/// ready at once (stdin is always at EOF, the log always writable), one on a
+/// descriptor that is not open gets `EBADF`; clock subscriptions move the
+/// virtual clock to the earliest timeout. A sleep past the call's deadline
+/// stops the call (the host reports `timeout`).
 fn poll_oneoff(
     mut env: FunctionEnvMut<HostState>,
     inp: i32,
@@ -296,22 +472,24 @@ fn poll_oneoff(
     nevents: i32,
 ) -> Result<i32, RuntimeError> {
     let (st, store) = env.data_and_store_mut();
-    let Some(v) = view(&st.memory, &store) else { return Ok(E_FAULT) };
+    st.charge(HOST_CALL_FUEL)?;
+    let Some(v) = view(&st.memory, &store) else { return Ok(errno::FAULT) };
     if nsubs <= 0 || nsubs > MAX_SUBS {
-        return Ok(E_INVAL);
+        return Ok(errno::INVAL);
     }
+    st.charge(nsubs as u64 * SUB_SIZE * HOST_BYTE_FUEL)?;
     // Check where the events will go before anything happens (a failed
     // write after a virtual sleep would still have moved the clock).
     let size = v.data_size();
     let fits = |at: u64, len: u64| at.checked_add(len).is_some_and(|end| end <= size);
     if !fits(addr(out), nsubs as u64 * EVENT_SIZE) || !fits(addr(nevents), 4) {
-        return Ok(E_FAULT);
+        return Ok(errno::FAULT);
     }
     let mut subs = Vec::with_capacity(nsubs as usize);
     for i in 0..nsubs as u64 {
         let mut b = [0u8; SUB_SIZE as usize];
         if v.read(addr(inp) + i * SUB_SIZE, &mut b).is_err() {
-            return Ok(E_FAULT);
+            return Ok(errno::FAULT);
         }
         subs.push(b);
     }
@@ -320,9 +498,10 @@ fn poll_oneoff(
         a.copy_from_slice(&b[at..at + 8]);
         u64::from_le_bytes(a)
     };
-    let event = |userdata: u64, ty: u8, hangup: bool| {
+    let event = |userdata: u64, ty: u8, error: i32, hangup: bool| {
         let mut e = [0u8; EVENT_SIZE as usize];
         e[0..8].copy_from_slice(&userdata.to_le_bytes());
+        e[8..10].copy_from_slice(&(error as u16).to_le_bytes());
         e[10] = ty;
         if hangup {
             e[24] = 1;
@@ -333,9 +512,16 @@ fn poll_oneoff(
     for b in &subs {
         match b[8] {
             0 => {}
-            // fd_read: ready (stdin is at EOF: report hang-up); fd_write: ready.
-            1 | 2 => events.push(event(le64(b, 0), b[8], b[8] == 1)),
-            _ => return Ok(E_INVAL),
+            ty @ (1 | 2) => {
+                let fd = u32::from_le_bytes([b[16], b[17], b[18], b[19]]);
+                if st.files.is_open(fd) {
+                    // fd_read: ready (stdin is at EOF: report hang-up); fd_write: ready.
+                    events.push(event(le64(b, 0), ty, errno::SUCCESS, ty == 1));
+                } else {
+                    events.push(event(le64(b, 0), ty, errno::BADF, false));
+                }
+            }
+            _ => return Ok(errno::INVAL),
         }
     }
     if events.is_empty() {
@@ -348,109 +534,25 @@ fn poll_oneoff(
             let now = match id {
                 0 => REALTIME_EPOCH_NS.saturating_add(st.elapsed_ns),
                 1..=3 => MONOTONIC_START_NS.saturating_add(st.elapsed_ns),
-                _ => return Ok(E_INVAL),
+                _ => return Ok(errno::INVAL),
             };
             let rel = if abs { timeout.saturating_sub(now) } else { timeout };
             wake = wake.min(rel);
         }
-        st.advance(wake).map_err(|e| RuntimeError::user(Box::new(e)))?;
+        st.advance(wake)?;
         for b in &subs {
-            events.push(event(le64(b, 0), 0, false));
+            events.push(event(le64(b, 0), 0, errno::SUCCESS, false));
         }
     }
     for (i, e) in events.iter().enumerate() {
         if v.write(addr(out) + i as u64 * EVENT_SIZE, e).is_err() {
-            return Ok(E_FAULT);
+            return Ok(errno::FAULT);
         }
     }
     if v.write(addr(nevents), &(events.len() as u32).to_le_bytes()).is_err() {
-        return Ok(E_FAULT);
+        return Ok(errno::FAULT);
     }
-    Ok(E_OK)
-}
-
-/// Most files a guest may hold open at once (host memory per open file is
-/// small, but would otherwise be bounded only by fuel).
-pub const MAX_OPEN_FILES: usize = 256;
-
-// Preview1 rights, open flags and fd flags that mean "this open may modify
-// a file". wasi-libc drops all four rights for read-only opens.
-const RIGHT_FD_DATASYNC: i64 = 1 << 0;
-const RIGHT_FD_WRITE: i64 = 1 << 6;
-const RIGHT_FD_ALLOCATE: i64 = 1 << 8;
-const RIGHT_FD_FILESTAT_SET_SIZE: i64 = 1 << 22;
-const OFLAG_CREAT: i32 = 1;
-const OFLAG_EXCL: i32 = 4;
-const OFLAG_TRUNC: i32 = 8;
-const FDFLAG_APPEND: i32 = 1;
-
-/// wasix's `path_open`, refusing any open that could modify a file (the
-/// filesystem is read-only: EROFS) and recording the descriptors it hands
-/// out.
-#[allow(clippy::too_many_arguments)]
-fn path_open(
-    mut env: FunctionEnvMut<HostState>,
-    dirfd: i32,
-    dirflags: i32,
-    path: i32,
-    path_len: i32,
-    oflags: i32,
-    rights_base: i64,
-    rights_inheriting: i64,
-    fdflags: i32,
-    fd_out: i32,
-) -> Result<i32, RuntimeError> {
-    let writes = RIGHT_FD_WRITE | RIGHT_FD_DATASYNC | RIGHT_FD_ALLOCATE | RIGHT_FD_FILESTAT_SET_SIZE;
-    if rights_base & writes != 0
-        || oflags & (OFLAG_CREAT | OFLAG_EXCL | OFLAG_TRUNC) != 0
-        || fdflags & FDFLAG_APPEND != 0
-    {
-        return Ok(E_ROFS);
-    }
-    if env.data().open_fds.len() >= MAX_OPEN_FILES {
-        return Ok(E_MFILE);
-    }
-    let Some(orig) = env.data().path_open.clone() else { return Ok(E_NOTSUP) };
-    let args = [
-        Value::I32(dirfd),
-        Value::I32(dirflags),
-        Value::I32(path),
-        Value::I32(path_len),
-        Value::I32(oflags),
-        Value::I64(rights_base),
-        Value::I64(rights_inheriting),
-        Value::I32(fdflags),
-        Value::I32(fd_out),
-    ];
-    let r = orig.call(&mut env, &args)?;
-    let errno = match r.first() {
-        Some(Value::I32(e)) => *e,
-        _ => E_INVAL,
-    };
-    if errno == E_OK {
-        let (st, store) = env.data_and_store_mut();
-        let mut b = [0u8; 4];
-        if let Some(v) = view(&st.memory, &store)
-            && v.read(addr(fd_out), &mut b).is_ok()
-        {
-            st.open_fds.insert(u32::from_le_bytes(b));
-        }
-    }
-    Ok(errno)
-}
-
-/// wasix's `fd_close`, keeping the open-descriptor record.
-fn fd_close(mut env: FunctionEnvMut<HostState>, fd: i32) -> Result<i32, RuntimeError> {
-    let Some(orig) = env.data().fd_close.clone() else { return Ok(E_NOTSUP) };
-    let r = orig.call(&mut env, &[Value::I32(fd)])?;
-    let errno = match r.first() {
-        Some(Value::I32(e)) => *e,
-        _ => E_INVAL,
-    };
-    if errno == E_OK {
-        env.data_mut().open_fds.remove(&(fd as u32));
-    }
-    Ok(errno)
+    Ok(errno::SUCCESS)
 }
 
 const DOOR_OK: i32 = 0;
@@ -464,6 +566,7 @@ const SMALL_REQUEST: u64 = 16;
 /// plugin source, while loading), `out` + result frame.
 fn door(mut env: FunctionEnvMut<HostState>, ptr: i32, len: i32, out_pp: i32, out_lp: i32) -> Result<i32, RuntimeError> {
     let (st, store) = env.data_and_store_mut();
+    st.charge(HOST_CALL_FUEL)?;
     let Some(v) = view(&st.memory, &store) else { return Ok(DOOR_NO_HOST) };
     let (ptr, len) = (addr(ptr), addr(len));
     if ptr.checked_add(len).is_none_or(|end| end > v.data_size()) {
@@ -488,6 +591,7 @@ fn door(mut env: FunctionEnvMut<HostState>, ptr: i32, len: i32, out_pp: i32, out
             st.outcome.duplicate = true;
             return Ok(DOOR_FAULT);
         }
+        st.charge(body_len.saturating_mul(HOST_BYTE_FUEL))?;
         let mut body = vec![0u8; body_len as usize];
         if v.read(ptr + 3, &mut body).is_err() {
             return Ok(DOOR_FAULT);
@@ -507,6 +611,7 @@ fn door(mut env: FunctionEnvMut<HostState>, ptr: i32, len: i32, out_pp: i32, out
         (Request::Load(src), r) if r == frame::DOOR_SOURCE => src.clone(),
         _ => return Ok(DOOR_FAULT),
     };
+    st.charge((answer.len() as u64).saturating_mul(HOST_BYTE_FUEL))?;
     respond(&mut env, &answer, out_pp, out_lp)
 }
 
@@ -531,12 +636,12 @@ fn respond(env: &mut FunctionEnvMut<HostState>, data: &[u8], out_pp: i32, out_lp
     Ok(DOOR_OK)
 }
 
-/// Checks the module imports only what we provide: preview1 functions from
-/// [`ALLOWED_WASI`] and `host.call`.
+/// Checks the module imports only what we provide: preview1 functions we
+/// implement or deny, and `host.call`.
 pub fn check_imports(module: &Module) -> Result<(), String> {
     for imp in module.imports() {
         let ok = match (imp.module(), imp.name()) {
-            (WASI_NS, n) => ALLOWED_WASI.contains(&n),
+            (WASI_NS, n) => IMPLEMENTED.contains(&n) || DENY.iter().any(|(d, _)| *d == n),
             ("host", "call") => true,
             _ => false,
         };
@@ -551,36 +656,47 @@ pub fn check_imports(module: &Module) -> Result<(), String> {
     Ok(())
 }
 
-/// Replaces the host-touching preview1 imports in `imports` with ours, adds
-/// deny stubs and the door.
-pub fn override_imports(
-    store: &mut impl AsStoreMut,
-    module: &Module,
-    imports: &mut Imports,
-    env: &FunctionEnv<HostState>,
-) {
+/// Every import the module declares, and nothing else. Instantiation
+/// checks each function's type against the module's declaration.
+pub fn imports(store: &mut impl AsStoreMut, module: &Module, env: &FunctionEnv<HostState>) -> Imports {
     let p1 = WASI_NS;
-    let orig_open = imports.get_export(p1, "path_open").and_then(|e| match e {
-        wasmer::Extern::Function(f) => Some(f),
-        _ => None,
-    });
-    let orig_close = imports.get_export(p1, "fd_close").and_then(|e| match e {
-        wasmer::Extern::Function(f) => Some(f),
-        _ => None,
-    });
-    {
-        let st = env.as_mut(store);
-        st.path_open = orig_open;
-        st.fd_close = orig_close;
+    let mut imports = Imports::new();
+    macro_rules! define {
+        ($($name:ident),* $(,)?) => {
+            $( imports.define(p1, stringify!($name), Function::new_typed_with_env(store, env, $name)); )*
+        };
     }
-    imports.define(p1, "clock_time_get", Function::new_typed_with_env(store, env, clock_time_get));
-    imports.define(p1, "clock_res_get", Function::new_typed_with_env(store, env, clock_res_get));
-    imports.define(p1, "random_get", Function::new_typed_with_env(store, env, random_get));
-    imports.define(p1, "poll_oneoff", Function::new_typed_with_env(store, env, poll_oneoff));
-    imports.define(p1, "sched_yield", Function::new_typed_with_env(store, env, sched_yield));
-    imports.define(p1, "proc_exit", Function::new_typed_with_env(store, env, proc_exit));
-    imports.define(p1, "path_open", Function::new_typed_with_env(store, env, path_open));
-    imports.define(p1, "fd_close", Function::new_typed_with_env(store, env, fd_close));
+    define!(
+        args_get,
+        args_sizes_get,
+        environ_get,
+        environ_sizes_get,
+        clock_res_get,
+        clock_time_get,
+        fd_advise,
+        fd_close,
+        fd_fdstat_get,
+        fd_fdstat_set_flags,
+        fd_filestat_get,
+        fd_pread,
+        fd_prestat_get,
+        fd_prestat_dir_name,
+        fd_pwrite,
+        fd_read,
+        fd_readdir,
+        fd_seek,
+        fd_sync,
+        fd_tell,
+        fd_write,
+        path_filestat_get,
+        path_open,
+        path_readlink,
+        poll_oneoff,
+        proc_exit,
+        sched_yield,
+        random_get,
+    );
+    imports.define(p1, "fd_datasync", Function::new_typed_with_env(store, env, fd_sync));
     for imp in module.imports() {
         if imp.module() != p1 {
             continue;
@@ -591,19 +707,22 @@ pub fn override_imports(
             imports.define(
                 p1,
                 imp.name(),
-                Function::new_with_env(store, env, ft, move |_env, _args| -> Result<Vec<Value>, RuntimeError> {
+                Function::new_with_env(store, env, ft, move |mut env, _args| -> Result<Vec<Value>, RuntimeError> {
+                    env.data_mut().charge(HOST_CALL_FUEL)?;
                     if results_i32 { Ok(vec![Value::I32(errno)]) } else { Ok(vec![]) }
                 }),
             );
         }
     }
     imports.define("host", "call", Function::new_typed_with_env(store, env, door));
+    imports
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmer::{Imports, Instance, Module, Store, TypedFunction};
+    use bytes::Bytes;
+    use wasmer::{Instance, Module, Store, TypedFunction};
 
     /// A tiny hand-assembled module standing in for a fully compromised
     /// guest: it calls `host.call` and `poll_oneoff` with whatever pointers
@@ -655,9 +774,9 @@ mod tests {
     fn setup() -> (Store, FunctionEnv<HostState>, Four, Four, Memory) {
         let mut store = Store::default();
         let module = Module::new(&store, guest()).unwrap();
-        let env = FunctionEnv::new(&mut store, HostState::default());
-        let mut imports = Imports::new();
-        override_imports(&mut store, &module, &mut imports, &env);
+        let stdlib = Stdlib { name: "z.zip".into(), data: Bytes::from_static(b"PK") };
+        let env = FunctionEnv::new(&mut store, HostState::new(stdlib));
+        let imports = imports(&mut store, &module, &env);
         let instance = Instance::new(&mut store, &module, &imports).unwrap();
         let memory = instance.exports.get_memory("memory").unwrap().clone();
         let door: Four = instance.exports.get_typed_function(&store, "door").unwrap();
@@ -672,7 +791,7 @@ mod tests {
     #[test]
     fn the_door_bounds_checks_every_guest_address() {
         let (mut store, env, door, _, memory) = setup();
-        env.as_mut(&mut store).begin_turn(Request::Call(b"frame".to_vec()), rng_for("t", 0), 1000, 64);
+        env.as_mut(&mut store).begin_turn(Request::Call(b"frame".to_vec()), rng_for("t", 0), 1000, 64, 0);
         memory.view(&store).write(0, b"in").unwrap();
         memory.view(&store).write(100, b"out0123456789").unwrap();
         let top = 65536 - 2;
@@ -708,9 +827,9 @@ mod tests {
     }
 
     #[test]
-    fn poll_oneoff_never_blocks_and_checks_pointers() {
+    fn poll_oneoff_never_blocks_checks_pointers_and_descriptors() {
         let (mut store, env, _, poll, memory) = setup();
-        env.as_mut(&mut store).begin_turn(Request::Internal, rng_for("t", 0), 1000, 0);
+        env.as_mut(&mut store).begin_turn(Request::Internal, rng_for("t", 0), 1000, 0, 0);
         // One relative clock subscription of 0.5 s at 0.
         let mut sub = [0u8; 48];
         sub[0..8].copy_from_slice(&7u64.to_le_bytes());
@@ -721,14 +840,24 @@ mod tests {
             [(-8, 100, 1, 300), (0, -8, 1, 300), (0, 100, 1, -2), (0, 100, 0, 300), (0, 100, 100_000, 300)]
         {
             let r = poll.call(&mut store, inp, out, n, nev).unwrap();
-            assert!(r == E_FAULT || r == E_INVAL, "{inp} {out} {n} {nev}: {r}");
+            assert!(r == errno::FAULT || r == errno::INVAL, "{inp} {out} {n} {nev}: {r}");
         }
         let before = env.as_ref(&store).elapsed_ns;
-        assert_eq!(poll.call(&mut store, 0, 100, 1, 300).unwrap(), E_OK);
+        assert_eq!(poll.call(&mut store, 0, 100, 1, 300).unwrap(), errno::SUCCESS);
         assert_eq!(env.as_ref(&store).elapsed_ns - before, 500_000_000);
         let mut ev = [0u8; 8];
         memory.view(&store).read(100, &mut ev).unwrap();
         assert_eq!(u64::from_le_bytes(ev), 7);
+        // A read subscription on a descriptor that is not open reports EBADF.
+        let mut fdsub = [0u8; 48];
+        fdsub[0..8].copy_from_slice(&9u64.to_le_bytes());
+        fdsub[8] = 1;
+        fdsub[16..20].copy_from_slice(&999u32.to_le_bytes());
+        memory.view(&store).write(1000, &fdsub).unwrap();
+        assert_eq!(poll.call(&mut store, 1000, 100, 1, 300).unwrap(), errno::SUCCESS);
+        let mut e = [0u8; 32];
+        memory.view(&store).read(100, &mut e).unwrap();
+        assert_eq!(u16::from_le_bytes([e[8], e[9]]), errno::BADF as u16);
         // A sleep past the (1 s) deadline stops the guest at once.
         sub[24..32].copy_from_slice(&10_000_000_000u64.to_le_bytes());
         memory.view(&store).write(0, &sub).unwrap();

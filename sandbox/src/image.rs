@@ -10,10 +10,8 @@
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::OnceLock;
-
-use wasmer_wasix::StoreSnapshot;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Mutex, OnceLock};
 
 use crate::error::SandboxError;
 
@@ -23,7 +21,8 @@ const PAGE: usize = 4096;
 pub struct Image {
     fd: OwnedFd,
     len: usize,
-    pub globals: StoreSnapshot,
+    /// The store's globals (raw values, in store order).
+    pub globals: Vec<u128>,
     /// Pre-placed turn sources (address, length) inside the image.
     pub call_src: (i32, i32),
     pub load_src: (i32, i32),
@@ -64,7 +63,7 @@ impl Image {
     pub unsafe fn capture(
         base: *const u8,
         len: usize,
-        globals: StoreSnapshot,
+        globals: Vec<u128>,
         call_src: (i32, i32),
         load_src: (i32, i32),
     ) -> Result<Image, SandboxError> {
@@ -116,6 +115,11 @@ impl Image {
             return Err(os_err("sealing the image memfd"));
         }
         Ok(Image { fd, len, globals, call_src, load_src, view: OnceLock::new(), stored_bytes: stored })
+    }
+
+    /// The memfd holding the image (a forked worker must keep it open).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 
     /// Length of the image (= the memory size it restores), bytes.
@@ -278,9 +282,28 @@ struct PmScanArg {
     return_mask: u64,
 }
 
-fn pagemap() -> Result<&'static File, String> {
-    static PAGEMAP: OnceLock<Result<File, String>> = OnceLock::new();
-    PAGEMAP.get_or_init(|| File::open("/proc/self/pagemap").map_err(|e| e.to_string())).as_ref().map_err(Clone::clone)
+/// This process's `/proc/self/pagemap`, opened by (and for) the current
+/// process: a forked worker must not scan through its zygote's descriptor,
+/// which would describe the zygote's memory.
+static PAGEMAP: Mutex<Option<(u32, std::sync::Arc<File>)>> = Mutex::new(None);
+
+/// Opens `/proc/self/pagemap` for this process (a worker does this before
+/// its seccomp filter forbids opening files).
+pub fn open_pagemap() -> Result<(), String> {
+    pagemap().map(drop)
+}
+
+fn pagemap() -> Result<std::sync::Arc<File>, String> {
+    let mut slot = PAGEMAP.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
+    if let Some((p, f)) = slot.as_ref()
+        && *p == pid
+    {
+        return Ok(f.clone());
+    }
+    let f = std::sync::Arc::new(File::open("/proc/self/pagemap").map_err(|e| e.to_string())?);
+    *slot = Some((pid, f.clone()));
+    Ok(f)
 }
 
 /// One `PAGEMAP_SCAN` pass over `start..start+len`, collecting the matching
@@ -507,7 +530,7 @@ mod tests {
             }
             *base.add(5 * PAGE) = 0; // a page that is not all zero still
             std::ptr::write_bytes(base.add(7 * PAGE), 0, PAGE); // an all-zero page (hole)
-            let img = Image::capture(base, len, StoreSnapshot::default(), (0, 0), (0, 0)).unwrap();
+            let img = Image::capture(base, len, Vec::new(), (0, 0), (0, 0)).unwrap();
             assert_eq!(img.stored_bytes, len - PAGE);
             img.overlay(base).unwrap();
             assert_eq!(*base.add(3 * PAGE), 4);

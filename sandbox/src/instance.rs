@@ -1,30 +1,24 @@
-//! One live interpreter instance: its store, WASI environment, host state
-//! and memory; running one `turn` under limits; and restoring it to a
-//! memory image between turns.
+//! One live interpreter instance: its store, host state and memory; running
+//! one `turn` under limits; and restoring it to a memory image between turns.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
-use virtual_fs::NullFile;
 use wasmer::{
-    Engine as WasmerEngine, FunctionEnv, Global, Instance, Memory, Pages, RuntimeError, Store, TypedFunction, Value,
+    AsStoreMut, Engine as WasmerEngine, FunctionEnv, Global, Instance, Memory, Pages, RuntimeError, Store,
+    TypedFunction, Value,
 };
-use wasmer_wasix::{WasiEnv, WasiFunctionEnv, capture_store_snapshot, restore_store_snapshot};
 
-use crate::artifacts::GUEST_STDLIB_DIR;
 use crate::error::SandboxError;
 use crate::host::{self, HostState, Outcome, Request};
 use crate::image::{self, Image, WriteTracker};
-use crate::stdio::CappedLog;
+use crate::metering;
 use crate::tunables::take_grow_failures;
+use crate::watchdog::FuelCell;
 use crate::{Core, ResetStrategy};
-
-/// The environment variables the guest sees: only what CPython needs.
-const GUEST_ENV: &[(&str, &str)] =
-    &[("TMPDIR", "/tmp"), ("PYTHONTZPATH", ""), ("PYTHONHASHSEED", "0"), ("NO_COLOR", "1"), ("PYTHON_COLORS", "0")];
-const GUEST_ARGV0: &str = "/usr/local/bin/python.wasm";
 
 /// Set once userfaultfd write tracking failed; later sandboxes do not retry.
 static TRACKING_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
@@ -42,7 +36,11 @@ pub enum TurnSource<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct TurnLimits {
     pub fuel: u64,
-    pub deadline: Duration,
+    /// Wall-clock deadline (the watchdog); `None` for trusted set-up turns,
+    /// which must not start the watchdog thread (the zygote stays single-threaded).
+    pub deadline: Option<Duration>,
+    /// Virtual-clock deadline: how far sleeps may move the guest's clock.
+    pub virtual_deadline: Duration,
     pub log_bytes: usize,
     pub frame_cap: u64,
 }
@@ -59,19 +57,21 @@ pub struct TurnResult {
     pub grow_failures: u64,
     pub wall: Duration,
     pub memory_bytes: u64,
+    /// Files the guest opened and did not close.
+    pub open_files: usize,
 }
 
 pub struct Live {
     store: Store,
-    instance: Instance,
+    _instance: Instance,
     memory: Memory,
     turn: TypedFunction<(i32, i32), i32>,
     alloc: TypedFunction<i32, i32>,
     remaining: Global,
     exhausted: Global,
-    wasi: WasiFunctionEnv,
+    /// The storage of `remaining`, for the watchdog and host-call charges.
+    fuel: FuelCell,
     host: FunctionEnv<HostState>,
-    log: CappedLog,
     /// Base address of linear memory (stable: static memory style).
     base: usize,
     /// The image currently overlaid on the memory, if any.
@@ -86,65 +86,84 @@ pub struct Live {
 // SAFETY: wasmer 7 made `Store` !Send only because `OnCalledHandler` lost
 // its `Send` bound (wasmerio/wasmer#7001; the store was Send up to 6.x).
 // We never install an on-called handler; every host value we put in the
-// store is Send (`FunctionEnv::new` requires it: `WasiEnv`, `HostState`);
-// we create no extern objects; and the sys backend gives a store no thread
-// affinity between calls (interrupt state is installed for the duration of
-// a call and removed when it returns; trap handlers are process-wide). A
-// `Live` is only ever used through `&mut` by one thread at a time, so moving
-// it to another thread between calls is sound.
+// store is Send (`FunctionEnv::new` requires it); we create no extern
+// objects; and the sys backend gives a store no thread affinity between
+// calls (trap handlers are process-wide). The raw fuel pointer points into
+// the instance's own VMContext, which moves with it. A `Live` is only ever
+// used through `&mut` by one thread at a time, so moving it to another
+// thread between calls is sound.
 unsafe impl Send for Live {}
 
 fn inst_err(what: &str) -> impl FnOnce(String) -> SandboxError + '_ {
     move |e| SandboxError::instantiation(what, e)
 }
 
+/// A value no real fuel counter holds, used once to find the counter's storage.
+const SENTINEL: i64 = 0x5eed_f00d_1234_5678;
+
+/// The address of `global`'s storage in the store (wasmer has no public
+/// accessor): set it to a sentinel and find the one store global holding it.
+fn global_storage(store: &mut Store, global: &Global) -> Result<NonNull<i64>, SandboxError> {
+    let old = global.get(store);
+    global.set(store, Value::I64(SENTINEL)).map_err(|e| SandboxError::internal(format!("metering global: {e}")))?;
+    let mut found = None;
+    for g in store.objects_mut().as_sys().iter_globals() {
+        let p = g.vmglobal().as_ptr().cast::<i64>();
+        // SAFETY: every store global's definition is valid while the store
+        // lives; an 8-byte read of its first field.
+        if unsafe { p.read() } == SENTINEL {
+            if found.is_some() {
+                return Err(SandboxError::internal("two globals hold the metering sentinel"));
+            }
+            found = NonNull::new(p);
+        }
+    }
+    global.set(store, old).map_err(|e| SandboxError::internal(format!("metering global: {e}")))?;
+    found.ok_or_else(|| SandboxError::internal("the metering global is not among the store's globals"))
+}
+
+/// The store's globals (every instance global), as raw 128-bit values.
+pub fn capture_globals(store: &mut impl AsStoreMut) -> Vec<u128> {
+    store.objects_mut().as_u128_globals()
+}
+
 impl Live {
     /// A fresh instance of the interpreter (memory as the module declares it).
     pub fn new(core: &Core, engine: &WasmerEngine) -> Result<Live, SandboxError> {
         let mut store = Store::new(engine.clone());
-        let log = CappedLog::new(0);
-        let env = fresh_env(core, &log)?;
-        let mut wasi = WasiFunctionEnv::new(&mut store, env);
-        let mut imports = wasi
-            .import_object(&mut store, &core.module)
-            .map_err(|e| inst_err("building WASI imports")(e.to_string()))?;
-        let host = FunctionEnv::new(&mut store, HostState::default());
-        host::override_imports(&mut store, &core.module, &mut imports, &host);
-        let instance = Instance::new(&mut store, &core.module, &imports).map_err(|e| {
-            let text = e.to_string();
-            SandboxError::instantiation("instantiating the interpreter", text)
-        })?;
-        wasi.initialize(&mut store, instance.clone()).map_err(|e| inst_err("initialising WASI")(e.to_string()))?;
+        let host = FunctionEnv::new(&mut store, HostState::new(core.stdlib.clone()));
+        let imports = host::imports(&mut store, &core.module, &host);
+        let instance = Instance::new(&mut store, &core.module, &imports)
+            .map_err(|e| SandboxError::instantiation("instantiating the interpreter", e.to_string()))?;
         let ex = &instance.exports;
         let memory = ex.get_memory("memory").map_err(|e| inst_err("memory export")(e.to_string()))?.clone();
         let turn = ex.get_typed_function(&store, "turn").map_err(|e| inst_err("turn export")(e.to_string()))?;
         let alloc =
             ex.get_typed_function(&store, "host_alloc").map_err(|e| inst_err("host_alloc export")(e.to_string()))?;
-        let remaining = ex
-            .get_global("wasmer_metering_remaining_points")
-            .map_err(|e| inst_err("metering export")(e.to_string()))?
-            .clone();
-        let exhausted = ex
-            .get_global("wasmer_metering_points_exhausted")
-            .map_err(|e| inst_err("metering export")(e.to_string()))?
-            .clone();
+        let remaining =
+            ex.get_global(metering::REMAINING).map_err(|e| inst_err("metering export")(e.to_string()))?.clone();
+        let exhausted =
+            ex.get_global(metering::EXHAUSTED).map_err(|e| inst_err("metering export")(e.to_string()))?.clone();
+        // SAFETY: the global lives in this instance's VMContext, which lives
+        // (and moves) with this `Live`; it is an aligned i64.
+        let fuel = unsafe { FuelCell::new(global_storage(&mut store, &remaining)?) };
         {
             let h = host.as_mut(&mut store);
             h.memory = Some(memory.clone());
             h.alloc = Some(alloc.clone());
+            h.fuel = Some(fuel);
         }
         let base = memory.view(&store).data_ptr() as usize;
         Ok(Live {
             store,
-            instance,
+            _instance: instance,
             memory,
             turn,
             alloc,
             remaining,
             exhausted,
-            wasi,
+            fuel,
             host,
-            log,
             base,
             image: None,
             tracker: None,
@@ -152,7 +171,7 @@ impl Live {
         })
     }
 
-    /// A fresh instance showing `image` (memory, globals, WASI state).
+    /// A fresh instance showing `image` (memory and globals).
     pub fn from_image(
         core: &Core,
         engine: &WasmerEngine,
@@ -176,7 +195,6 @@ impl Live {
         live.image = Some(image.clone());
         live.track(strategy);
         live.restore_globals(image)?;
-        live.fresh_wasi(core)?;
         Ok(live)
     }
 
@@ -192,27 +210,17 @@ impl Live {
     }
 
     fn restore_globals(&mut self, image: &Image) -> Result<(), SandboxError> {
-        let now = capture_store_snapshot(&mut self.store);
-        if now.globals.len() != image.globals.globals.len() {
+        let objects = self.store.objects_mut();
+        let now = objects.as_u128_globals().len();
+        if now != image.globals.len() {
             return Err(SandboxError::internal(format!(
-                "store has {} globals, the snapshot {}",
-                now.globals.len(),
-                image.globals.globals.len()
+                "store has {now} globals, the snapshot {}",
+                image.globals.len()
             )));
         }
-        restore_store_snapshot(&mut self.store, &image.globals);
-        Ok(())
-    }
-
-    /// Swaps in a freshly built WASI environment (fd table, process and
-    /// thread state, inode cache) behind the same imports.
-    fn fresh_wasi(&mut self, core: &Core) -> Result<(), SandboxError> {
-        let env = fresh_env(core, &self.log)?;
-        *self.wasi.data_mut(&mut self.store) = env;
-        self.wasi
-            .initialize(&mut self.store, self.instance.clone())
-            .map_err(|e| SandboxError::instantiation("re-initialising WASI", e))?;
-        self.host.as_mut(&mut self.store).open_fds.clear();
+        for (i, v) in image.globals.iter().enumerate() {
+            objects.set_global_unchecked(i, *v);
+        }
         Ok(())
     }
 
@@ -230,32 +238,42 @@ impl Live {
             TurnSource::At(p, l) => (p, l),
             TurnSource::Text(text) => self.place(text)?,
         };
-        let deadline_ms = u64::try_from(limits.deadline.as_millis()).unwrap_or(u64::MAX);
-        self.host.as_mut(&mut self.store).begin_turn(request, rng, deadline_ms, limits.frame_cap);
-        self.log.reset(limits.log_bytes);
+        let virtual_ms = u64::try_from(limits.virtual_deadline.as_millis()).unwrap_or(u64::MAX);
+        self.host.as_mut(&mut self.store).begin_turn(request, rng, virtual_ms, limits.frame_cap, limits.log_bytes);
         take_grow_failures();
         self.set_fuel(limits.fuel);
-        let interrupter = self.store.interrupter();
         let t0 = Instant::now();
-        let armed = core.watchdog.arm(t0 + limits.deadline, interrupter);
+        let armed = match limits.deadline {
+            Some(d) => Some(
+                core.watchdog
+                    .arm(t0 + d, self.fuel)
+                    .map_err(|e| SandboxError::io("starting the watchdog thread", e))?,
+            ),
+            None => None,
+        };
         let result = self.turn.call(&mut self.store, ptr, len);
-        let deadline_fired = armed.disarm();
+        let deadline_fired = armed.is_some_and(|a| a.disarm());
         let wall = t0.elapsed();
         let grow_failures = take_grow_failures();
-        let (fuel_left, fuel_exhausted) = self.fuel();
-        let outcome = self.host.as_mut(&mut self.store).end_turn();
-        let (log, log_overflowed) = self.log.take();
+        let (fuel_left, exhausted) = self.fuel();
+        let memory_bytes = self.memory_len() as u64;
+        let st = self.host.as_mut(&mut self.store);
+        let fuel_exhausted = exhausted || st.fuel_exhausted;
+        let outcome = st.end_turn();
+        let (log, log_overflowed) = st.log.take();
+        let open_files = st.files.opened();
         Ok(TurnResult {
             result,
             deadline_fired,
-            fuel_used: limits.fuel.saturating_sub(fuel_left),
+            fuel_used: if fuel_exhausted { limits.fuel } else { limits.fuel.saturating_sub(fuel_left) },
             fuel_exhausted,
             outcome,
             log,
             log_overflowed,
             grow_failures,
             wall,
-            memory_bytes: self.memory_len() as u64,
+            memory_bytes,
+            open_files,
         })
     }
 
@@ -291,17 +309,12 @@ impl Live {
         Ok((p, len))
     }
 
-    /// Descriptors the guest opened and did not close.
-    pub fn open_fds(&self) -> Vec<u32> {
-        self.host.as_ref(&self.store).open_fds.iter().copied().collect()
-    }
-
     /// Snapshots the current state (between turns) into a new image and
     /// switches this instance onto it.
     pub fn capture(&mut self, call_src: (i32, i32), load_src: (i32, i32)) -> Result<Arc<Image>, SandboxError> {
         self.check_base()?;
         let len = self.memory_len();
-        let globals = capture_store_snapshot(&mut self.store);
+        let globals = capture_globals(&mut self.store);
         // SAFETY: the accessible part of this instance's memory; no guest runs.
         let image = unsafe { Image::capture(self.base as *const u8, len, globals, call_src, load_src)? };
         let image = Arc::new(image);
@@ -330,8 +343,9 @@ impl Live {
         }
     }
 
-    /// Restores memory, globals and WASI state to `image` (between turns).
-    pub fn reset(&mut self, core: &Core, image: &Arc<Image>, strategy: ResetStrategy) -> Result<(), SandboxError> {
+    /// Restores memory and globals to `image` (between turns; the host state
+    /// is rebuilt at the start of every turn).
+    pub fn reset(&mut self, image: &Arc<Image>, strategy: ResetStrategy) -> Result<(), SandboxError> {
         self.check_base()?;
         let cur = self.memory_len();
         let len = image.len();
@@ -378,33 +392,12 @@ impl Live {
         }
         let t_mem = t_prof.elapsed();
         self.restore_globals(image)?;
-        let t_glob = t_prof.elapsed();
-        self.fresh_wasi(core)?;
         tracing::trace!(
             memory_us = t_mem.as_micros() as u64,
-            globals_us = (t_glob - t_mem).as_micros() as u64,
-            wasi_us = (t_prof.elapsed() - t_glob).as_micros() as u64,
+            globals_us = (t_prof.elapsed() - t_mem).as_micros() as u64,
             pages_reset_total = self.pages_reset,
             "sandbox reset"
         );
         Ok(())
     }
-}
-
-fn fresh_env(core: &Core, log: &CappedLog) -> Result<WasiEnv, SandboxError> {
-    let mut b = WasiEnv::builder("python")
-        .runtime(core.runtime.clone())
-        .args([GUEST_ARGV0])
-        .fs(core.stdlib.clone() as Arc<dyn virtual_fs::FileSystem + Send + Sync>)
-        .stdin(Box::new(NullFile::default()))
-        .stdout(log.file())
-        .stderr(log.file())
-        .disable_default_builtins(true);
-    for (k, v) in GUEST_ENV {
-        b = b.env(k, v);
-    }
-    let b = b
-        .preopen_build(|p| p.directory("/").alias(GUEST_STDLIB_DIR).read(true))
-        .map_err(|e| SandboxError::instantiation("preopening the stdlib directory", e))?;
-    b.build().map_err(|e| SandboxError::instantiation("building the WASI environment", e))
 }

@@ -1,7 +1,13 @@
 //! The Worldloom plugin sandbox: runs untrusted Python plugins (CPython 3.15
 //! with numpy, compiled to wasm32-wasi) under wasmer, with fresh interpreter
-//! state for every call, deterministic fuel, a wall-clock deadline, a memory
-//! cap, bounded output, and no access to the host beyond one read-only file.
+//! state for every call, deterministic fuel, a cooperative wall-clock
+//! deadline, a memory cap, bounded output, and no access to the host beyond
+//! one read-only file.
+//!
+//! Two layers: [`Engine`] / [`Sandbox`] run plugins in the calling process
+//! (the wasm wall); [`Supervisor`] / [`Worker`] run them in confined worker
+//! processes forked from a zygote (the second wall), killing any that does
+//! not answer in time. Servers use the supervisor.
 //!
 //! ```no_run
 //! use worldloom_sandbox::{Engine, SandboxConfig};
@@ -20,23 +26,27 @@ mod artifacts;
 mod cache;
 mod engine;
 mod error;
-mod fs;
 mod host;
 mod image;
 mod instance;
+mod metering;
+pub mod proto;
 mod sandbox;
-mod stdio;
+mod seccomp;
+pub mod supervisor;
 mod tunables;
 mod validate;
+mod wasi;
 mod watchdog;
+pub mod worker;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 pub use artifacts::{STDLIB_FILE, STDLIB_SHA256, WASM_FILE, WASM_SHA256};
 pub use engine::{CheckReport, Engine};
 pub use error::{LoadFailure, SandboxError, SandboxErrorKind};
 pub use sandbox::{CallReport, Sandbox};
+pub use supervisor::{LoadReport, PluginRef, Supervisor, SupervisorConfig, SupervisorStats, Worker};
 pub use worldloom_plugin_abi::Limits;
 
 /// Number of biomes in the default table (ids `0..13`).
@@ -97,8 +107,7 @@ pub(crate) struct Core {
     /// Each [`Engine`] uses a clone of it with its own memory cap.
     pub engine: wasmer::Engine,
     pub module: wasmer::Module,
-    pub runtime: Arc<dyn wasmer_wasix::Runtime + Send + Sync>,
-    pub stdlib: Arc<fs::OneFileFs>,
+    pub stdlib: wasi::Stdlib,
     pub watchdog: watchdog::Watchdog,
     pub biome_count: u16,
 }

@@ -11,6 +11,7 @@ use crate::error::SandboxError;
 use crate::host::{Request, rng_for};
 use crate::image::Image;
 use crate::instance::{Live, TurnLimits, TurnSource};
+use crate::proto::CallOutcome;
 use crate::validate::{self, Phase};
 use crate::{Core, ResetStrategy};
 
@@ -36,6 +37,7 @@ pub struct Sandbox {
     info: PluginInfo,
     warnings: Vec<String>,
     load_log: String,
+    load_stats: CallStats,
     image: Arc<Image>,
     live: Option<Live>,
     calls: u64,
@@ -54,13 +56,10 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         engine: &Engine,
         name: &str,
-        info: PluginInfo,
-        warnings: Vec<String>,
-        load_log: String,
+        (info, warnings, load_log, load_stats): (PluginInfo, Vec<String>, String, CallStats),
         image: Arc<Image>,
         live: Option<Live>,
         strategy: ResetStrategy,
@@ -74,11 +73,17 @@ impl Sandbox {
             info,
             warnings,
             load_log,
+            load_stats,
             image,
             live,
             calls: 0,
             rebuilds: 0,
         }
+    }
+
+    /// What loading the plugin cost.
+    pub fn load_stats(&self) -> CallStats {
+        self.load_stats
     }
 
     /// The plugin's hooks and declared parameters.
@@ -148,6 +153,7 @@ impl Sandbox {
             info: self.info.clone(),
             warnings: self.warnings.clone(),
             load_log: self.load_log.clone(),
+            load_stats: self.load_stats,
             image: self.image.clone(),
             live,
             calls: 0,
@@ -174,9 +180,20 @@ impl Sandbox {
     /// Calls a hook, separating host-side errors (invalid input, a failed
     /// reset) from plugin failures.
     pub fn try_call(&mut self, input: &HookInput) -> Result<CallReport, SandboxError> {
+        let raw = self.try_call_raw(input)?;
+        let result = raw
+            .result
+            .and_then(|body| validate::hook_output(input.hook, &body, input, self.core.biome_count, &self.limits));
+        Ok(CallReport { result, log: raw.log, stats: raw.stats })
+    }
+
+    /// Calls a hook and returns the result frame's OK body unvalidated (a
+    /// worker process hands it to the supervisor, which validates it), or
+    /// the plugin failure as classified by the host.
+    pub fn try_call_raw(&mut self, input: &HookInput) -> Result<CallOutcome, SandboxError> {
         let frame = validate::input_frame(input, self.core.biome_count, &self.limits)?;
         if !self.info.hooks.contains(&input.hook) {
-            return Ok(CallReport {
+            return Ok(CallOutcome {
                 result: Err(PluginError::new(
                     ErrorKind::MissingHook,
                     format!("the plugin does not define {}(ctx, chunk)", input.hook),
@@ -190,9 +207,11 @@ impl Sandbox {
             _ => Live::from_image(&self.core, &self.wasmer, &self.image, self.strategy)?,
         };
         self.calls += 1;
+        let deadline = Duration::from_millis(self.limits.deadline_ms);
         let limits = TurnLimits {
             fuel: self.limits.fuel,
-            deadline: Duration::from_millis(self.limits.deadline_ms),
+            deadline: Some(deadline),
+            virtual_deadline: deadline,
             log_bytes: usize::try_from(self.limits.log_bytes).unwrap_or(usize::MAX),
             frame_cap: self.limits.output_bytes.saturating_add(5),
         };
@@ -205,7 +224,7 @@ impl Sandbox {
         );
         // Restore before anything else, whatever happened.
         if self.strategy != ResetStrategy::FreshInstance {
-            match live.reset(&self.core, &self.image, self.strategy) {
+            match live.reset(&self.image, self.strategy) {
                 Ok(()) => self.live = Some(live),
                 Err(e) => {
                     // Never reuse a dirty instance: drop it; the next call
@@ -219,9 +238,8 @@ impl Sandbox {
         let tr = turn?;
         let stats =
             CallStats { wall_us: tr.wall.as_micros() as u64, fuel: tr.fuel_used, memory_bytes: tr.memory_bytes };
-        let result = validate::classify(&tr, &self.limits, Phase::Call)
-            .and_then(|body| validate::hook_output(input.hook, &body, input, self.core.biome_count, &self.limits));
-        Ok(CallReport { result, log: tr.log, stats })
+        let result = validate::classify(&tr, &self.limits, Phase::Call);
+        Ok(CallOutcome { result, log: tr.log, stats })
     }
 }
 

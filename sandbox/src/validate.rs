@@ -22,7 +22,11 @@ pub const MAX_SIZE: u32 = 1024;
 pub const MANIFEST_CAP: u64 = 256 << 10;
 /// Longest error message kept from a guest.
 const MAX_MESSAGE: usize = 4096;
+/// Longest piece of guest data quoted inside a host-built message.
+pub const MAX_QUOTE: usize = 1024;
 const MAX_PARAMS: usize = 64;
+/// Longest `PARAMS` name, characters.
+pub const MAX_PARAM_NAME: usize = 64;
 const MAX_PARAM_DOC: usize = 1000;
 const MAX_PARAM_STR: usize = 1024;
 const MAX_WARNINGS: usize = 16;
@@ -88,6 +92,48 @@ fn invalid(msg: impl Into<String>) -> PluginError {
     PluginError::new(ErrorKind::InvalidOutput, msg)
 }
 
+/// Guest data quoted in a host-built message: at most [`MAX_QUOTE`] bytes.
+pub fn clip_guest(s: &str) -> String {
+    clip(s.to_string(), MAX_QUOTE)
+}
+
+/// A JSON value from the guest, quoted in a message: at most [`MAX_QUOTE`] bytes.
+fn quote(v: &Json) -> String {
+    clip(v.to_string(), MAX_QUOTE)
+}
+
+/// A log at most `cap` bytes long (cut at a character boundary).
+pub fn clip_log(mut log: String, cap: u64) -> String {
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    if log.len() > cap {
+        let mut cut = cap;
+        while !log.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        log.truncate(cut);
+    }
+    log
+}
+
+/// A plugin error as stored and shown: its message at most [`MAX_MESSAGE`] bytes.
+pub fn sanitize_error(e: PluginError) -> PluginError {
+    PluginError { message: clip(e.message, MAX_MESSAGE), ..e }
+}
+
+/// Load warnings as kept: at most 16, each at most 300 bytes.
+pub fn clip_warnings(w: Vec<String>) -> Vec<String> {
+    w.into_iter().take(MAX_WARNINGS).map(|s| clip(s, MAX_WARNING)).collect()
+}
+
+/// Characters that can disguise text where it is shown (terminals, pages,
+/// logs): control characters and Unicode bidirectional formatting.
+pub fn disguising_char(s: &str, allow_newlines: bool) -> Option<char> {
+    s.chars().find(|&c| {
+        (c.is_control() && !(allow_newlines && (c == '\n' || c == '\t')))
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
 fn clip(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut cut = max;
@@ -128,7 +174,8 @@ pub fn classify(tr: &TurnResult, limits: &Limits, phase: Phase) -> Result<Vec<u8
                 ));
             }
             Some(t @ HostTrap::Exit(_)) => return failed(PluginError::new(ErrorKind::Trap, t.to_string())),
-            None => {}
+            // Charged in a host call; reported as fuel below.
+            Some(HostTrap::FuelExhausted) | None => {}
         }
         if tr.fuel_exhausted {
             return failed(PluginError::new(
@@ -232,7 +279,11 @@ fn guest_error(body: &[u8], phase: Phase) -> PluginError {
         Some("trap") => ErrorKind::Trap,
         Some("syntax") if phase == Phase::Load => ErrorKind::Syntax,
         other => {
-            return invalid(format!("the plugin reported an error of unexpected kind {other:?}: {message}"));
+            let other = other.map(clip_guest);
+            return invalid(format!(
+                "the plugin reported an error of unexpected kind {other:?}: {}",
+                clip(message, MAX_QUOTE)
+            ));
         }
     };
     let kind = if exc_type == Some("MemoryError") { ErrorKind::MemoryLimit } else { kind };
@@ -328,7 +379,7 @@ fn features(body: &[u8], size: u32, limits: &Limits) -> Result<Vec<FeatureOut>, 
             let v = m.get(name).ok_or_else(|| invalid(format!("feature {i} has no {name:?}")))?;
             match v.as_u64() {
                 Some(c) if c < u64::from(size) => Ok(c as u32),
-                _ => Err(invalid(format!("feature {i} {name}={v} is outside the chunk (0..{})", size - 1))),
+                _ => Err(invalid(format!("feature {i} {name}={} is outside the chunk (0..{})", quote(v), size - 1))),
             }
         };
         let (x, z) = (coord("x")?, coord("z")?);
@@ -343,7 +394,7 @@ fn features(body: &[u8], size: u32, limits: &Limits) -> Result<Vec<FeatureOut>, 
             other => {
                 return Err(invalid(format!(
                     "feature {i} kind must be a non-empty string of a-z, 0-9, _ (at most {max_str}), not {}",
-                    other.map_or("nothing".to_string(), Json::to_string)
+                    other.map_or("nothing".to_string(), quote)
                 )));
             }
         };
@@ -360,18 +411,27 @@ fn features(body: &[u8], size: u32, limits: &Limits) -> Result<Vec<FeatureOut>, 
         for (k, v) in props {
             if !is_identifier(k) || k.len() > max_str {
                 return Err(invalid(format!(
-                    "feature {i} property name {k:?} is not an identifier of at most {max_str} bytes"
+                    "feature {i} property name {:?} is not an identifier of at most {max_str} bytes",
+                    clip_guest(k)
                 )));
             }
             let val = scalar(v).ok_or_else(|| {
                 invalid(format!(
-                    "feature {i} property {k:?} is {v}; use a bool, a 64-bit int, a finite float or a string"
+                    "feature {i} property {k:?} is {}; use a bool, a 64-bit int, a finite float or a string",
+                    quote(v)
                 ))
             })?;
-            if let Value::Str(s) = &val
-                && s.len() > max_str
-            {
-                return Err(invalid(format!("feature {i} property {k:?} is longer than {max_str} bytes")));
+            if let Value::Str(s) = &val {
+                if s.len() > max_str {
+                    return Err(invalid(format!("feature {i} property {k:?} is longer than {max_str} bytes")));
+                }
+                if let Some(c) = disguising_char(s, false) {
+                    return Err(invalid(format!(
+                        "feature {i} property {k:?} contains the control or bidirectional character U+{:04X}; \
+                         property strings must be plain text",
+                        c as u32
+                    )));
+                }
             }
             properties.insert(k.clone(), val);
         }
@@ -390,18 +450,12 @@ pub fn manifest(body: &[u8]) -> Result<(PluginInfo, Vec<String>), PluginError> {
         let h = h
             .as_str()
             .and_then(HookName::parse)
-            .ok_or_else(|| invalid(format!("unknown hook {h} in the load manifest")))?;
+            .ok_or_else(|| invalid(format!("unknown hook {} in the load manifest", quote(h))))?;
         if !hooks.contains(&h) {
             hooks.push(h);
         }
     }
     hooks.sort();
-    if hooks.is_empty() {
-        return Err(PluginError::new(
-            ErrorKind::MissingHook,
-            "the plugin defines none of the hooks terrain, biome, features",
-        ));
-    }
     let empty = Map::new();
     let decls = match m.get("params") {
         None | Some(Json::Null) => &empty,
@@ -418,58 +472,115 @@ pub fn manifest(body: &[u8]) -> Result<(PluginInfo, Vec<String>), PluginError> {
     let warnings = m
         .get("warnings")
         .and_then(Json::as_array)
-        .map(|w| {
-            w.iter().filter_map(Json::as_str).take(MAX_WARNINGS).map(|s| clip(s.to_string(), MAX_WARNING)).collect()
-        })
+        .map(|w| clip_warnings(w.iter().filter_map(Json::as_str).map(str::to_string).collect()))
         .unwrap_or_default();
-    Ok((PluginInfo { hooks, params }, warnings))
+    let info = PluginInfo { hooks, params };
+    check_info(&info)?;
+    Ok((info, warnings))
 }
 
-fn param(name: &str, d: &Json) -> Result<ParamDecl, PluginError> {
+/// Checks what a plugin declared, however it arrived (the guest's manifest,
+/// or a worker process's report of it): hooks, and every `PARAMS` entry.
+pub fn check_info(info: &PluginInfo) -> Result<(), PluginError> {
+    if info.hooks.is_empty() {
+        return Err(PluginError::new(
+            ErrorKind::MissingHook,
+            "the plugin defines none of the hooks terrain, biome, features",
+        ));
+    }
+    if info.hooks.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(invalid("the plugin's hook list is not sorted and unique"));
+    }
+    if info.params.len() > MAX_PARAMS {
+        return Err(invalid(format!(
+            "PARAMS declares {} parameters; at most {MAX_PARAMS} are allowed",
+            info.params.len()
+        )));
+    }
+    for (name, d) in &info.params {
+        check_decl(name, d)?;
+    }
+    Ok(())
+}
+
+fn check_decl(name: &str, d: &ParamDecl) -> Result<(), PluginError> {
+    if !is_identifier(name) || name.chars().count() > MAX_PARAM_NAME {
+        return Err(invalid(format!(
+            "PARAMS key {:?} is not a valid identifier of at most {MAX_PARAM_NAME} characters",
+            clip_guest(name)
+        )));
+    }
     let bad = |msg: String| invalid(format!("PARAMS[{name:?}] {msg}"));
-    if !is_identifier(name) {
-        return Err(invalid(format!("PARAMS key {name:?} is not a valid identifier")));
-    }
-    let Json::Object(d) = d else { return Err(bad("is not a dict".into())) };
-    if let Some(k) = d.keys().find(|k| !matches!(k.as_str(), "default" | "min" | "max" | "doc")) {
-        return Err(bad(format!("has unknown key {k:?}")));
-    }
-    let default = d.get("default").ok_or_else(|| bad("has no default".into()))?;
-    let default = scalar(default)
-        .ok_or_else(|| bad(format!("default {default} is not a bool, 64-bit int, finite float or string")))?;
-    if let Value::Str(s) = &default
-        && s.len() > MAX_PARAM_STR
-    {
-        return Err(bad(format!("default is longer than {MAX_PARAM_STR} bytes")));
-    }
-    let bound = |k: &str| -> Result<Option<f64>, PluginError> {
-        match d.get(k) {
-            None | Some(Json::Null) => Ok(None),
-            Some(v) => match v.as_f64().filter(|f| f.is_finite()) {
-                Some(f) if !v.is_boolean() => Ok(Some(f)),
-                _ => Err(bad(format!("{k} {v} is not a finite number"))),
-            },
+    match &d.default {
+        Value::Float(f) if !f.is_finite() => return Err(bad("default is not finite".into())),
+        Value::Str(s) if s.len() > MAX_PARAM_STR => {
+            return Err(bad(format!("default is longer than {MAX_PARAM_STR} bytes")));
         }
-    };
-    let (min, max) = (bound("min")?, bound("max")?);
-    let numeric = default.as_f64();
-    if (min.is_some() || max.is_some()) && numeric.is_none() {
-        return Err(bad(format!("has min/max but its default is {}", default.type_name())));
+        Value::Str(s) => {
+            if let Some(c) = disguising_char(s, false) {
+                return Err(bad(format!("default contains the control or bidirectional character U+{:04X}", c as u32)));
+            }
+        }
+        _ => {}
     }
-    if let (Some(a), Some(b)) = (min, max)
+    for (k, b) in [("min", d.min), ("max", d.max)] {
+        if b.is_some_and(|f| !f.is_finite()) {
+            return Err(bad(format!("{k} is not a finite number")));
+        }
+    }
+    let numeric = d.default.as_f64();
+    if (d.min.is_some() || d.max.is_some()) && numeric.is_none() {
+        return Err(bad(format!("has min/max but its default is {}", d.default.type_name())));
+    }
+    if let (Some(a), Some(b)) = (d.min, d.max)
         && a > b
     {
         return Err(bad(format!("min {a} is greater than max {b}")));
     }
     if let Some(x) = numeric
-        && (min.is_some_and(|m| x < m) || max.is_some_and(|m| x > m))
+        && (d.min.is_some_and(|m| x < m) || d.max.is_some_and(|m| x > m))
     {
         return Err(bad(format!(
             "default {x} is outside [{}, {}]",
-            min.unwrap_or(f64::NEG_INFINITY),
-            max.unwrap_or(f64::INFINITY)
+            d.min.unwrap_or(f64::NEG_INFINITY),
+            d.max.unwrap_or(f64::INFINITY)
         )));
     }
+    if d.doc.chars().count() > MAX_PARAM_DOC {
+        return Err(bad(format!("doc is longer than {MAX_PARAM_DOC} characters")));
+    }
+    if let Some(c) = disguising_char(&d.doc, true) {
+        return Err(bad(format!("doc contains the control or bidirectional character U+{:04X}", c as u32)));
+    }
+    Ok(())
+}
+
+/// Parses one `PARAMS` entry; [`check_decl`] checks its values.
+fn param(name: &str, d: &Json) -> Result<ParamDecl, PluginError> {
+    if !is_identifier(name) || name.chars().count() > MAX_PARAM_NAME {
+        return Err(invalid(format!(
+            "PARAMS key {:?} is not a valid identifier of at most {MAX_PARAM_NAME} characters",
+            clip_guest(name)
+        )));
+    }
+    let bad = |msg: String| invalid(format!("PARAMS[{name:?}] {msg}"));
+    let Json::Object(d) = d else { return Err(bad("is not a dict".into())) };
+    if let Some(k) = d.keys().find(|k| !matches!(k.as_str(), "default" | "min" | "max" | "doc")) {
+        return Err(bad(format!("has unknown key {:?}", clip_guest(k))));
+    }
+    let default = d.get("default").ok_or_else(|| bad("has no default".into()))?;
+    let default = scalar(default)
+        .ok_or_else(|| bad(format!("default {} is not a bool, 64-bit int, finite float or string", quote(default))))?;
+    let bound = |k: &str| -> Result<Option<f64>, PluginError> {
+        match d.get(k) {
+            None | Some(Json::Null) => Ok(None),
+            Some(v) => match v.as_f64().filter(|f| f.is_finite()) {
+                Some(f) if !v.is_boolean() => Ok(Some(f)),
+                _ => Err(bad(format!("{k} {} is not a finite number", quote(v)))),
+            },
+        }
+    };
+    let (min, max) = (bound("min")?, bound("max")?);
     let doc = match d.get("doc") {
         None | Some(Json::Null) => String::new(),
         Some(Json::String(s)) if s.chars().count() <= MAX_PARAM_DOC => s.clone(),

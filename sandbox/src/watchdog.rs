@@ -1,33 +1,88 @@
-//! One deadline thread per engine: interrupts a store whose call passed its
-//! wall-clock deadline.
+//! The deadline, enforced cooperatively: one thread per engine family that,
+//! when a call passes its wall-clock deadline, stores 0 into that call's
+//! remaining-fuel global. The guest checks that global at every accounting
+//! point (a branch, call or throw; see `metering.rs`), so it traps at its
+//! next wasm instruction boundary, exactly as if its fuel ran out. Nothing
+//! is ever delivered to the guest's thread: no signal can land inside host
+//! code (wasmer's libcalls, the unwinder, an allocator holding a lock), so
+//! stopping a call cannot leave a lock held.
 //!
-//! A call registers `(deadline, interrupter)` and gets a [`Armed`] guard.
-//! Firing (set the guard's flag, then `interrupt()`) and disarming (the guard
-//! is dropped when the call returns) both happen under one mutex, so once a
-//! call is disarmed no interrupt for it can be sent any more. An interrupt
-//! sent while the call was still running is delivered to the worker thread at
-//! its next return from the kernel (the reset after every call makes
-//! syscalls), when no wasm runs, where wasmer's handler ignores it; and
-//! wasmer forgets the store's "interrupted" mark when the call returns. So a
-//! stale interrupt cannot hit the next call. Whether a call timed out is
-//! decided from the guard's flag, never from the trap message.
+//! A host function that runs long is not stopped by this (it checks no
+//! fuel); every host function's work is bounded instead (`host.rs`), and the
+//! node's supervisor kills a worker process that does not answer by deadline
+//! plus grace.
+//!
+//! A call registers `(deadline, fuel cell)` and gets an [`Armed`] guard.
+//! Firing (set the guard's flag, then zero the cell) and disarming both
+//! happen under one mutex, so once a call is disarmed nothing touches its
+//! cell any more. The store to the cell races with the guest's own
+//! read-modify-write of the counter (a zero can be overwritten by
+//! `old - cost`), so it is repeated every [`RETRY`] until the call returns.
+//! Whether a call timed out is decided from the guard's flag, never from
+//! the trap.
+//!
+//! The thread starts on the first armed call, not when the engine loads:
+//! the zygote process that loads the engine must stay single-threaded to
+//! fork workers safely.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use wasmer::Interrupter;
+const RETRY: Duration = Duration::from_millis(1);
 
-const RETRY: Duration = Duration::from_millis(5);
+/// The storage of a running instance's remaining-fuel global.
+#[derive(Clone, Copy, Debug)]
+pub struct FuelCell(NonNull<AtomicI64>);
+
+// SAFETY: the pointer is only dereferenced (as an atomic) by the watchdog
+// while the call that registered it is armed, during which the instance and
+// its global storage are alive (the guard borrows the watchdog and is
+// disarmed before the instance can be dropped or moved to another store).
+unsafe impl Send for FuelCell {}
+
+impl FuelCell {
+    /// # Safety
+    /// `ptr` must point at an 8-byte aligned i64 that stays valid while any
+    /// call armed with this cell is running.
+    pub unsafe fn new(ptr: NonNull<i64>) -> Self {
+        FuelCell(ptr.cast())
+    }
+
+    fn zero(self) {
+        // SAFETY: valid for the armed call's duration (see `new`); an aligned
+        // 8-byte atomic store, so the guest sees either the old or the new value.
+        unsafe { self.0.as_ref() }.store(0, Ordering::SeqCst);
+    }
+
+    /// Takes `n` units (the counter is unsigned) if that many are left;
+    /// otherwise leaves 0 and returns false. Used by host calls, which run
+    /// on the guest's own thread; the compare-and-swap never overwrites a
+    /// zero the watchdog stored meanwhile.
+    pub fn take(self, n: u64) -> bool {
+        // SAFETY: as for `zero`: only called by host functions of a running turn.
+        let a = unsafe { self.0.as_ref() };
+        let mut cur = a.load(Ordering::SeqCst);
+        loop {
+            let left = cur as u64;
+            if left < n {
+                a.store(0, Ordering::SeqCst);
+                return false;
+            }
+            match a.compare_exchange_weak(cur, (left - n) as i64, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
 
 struct Entry {
-    /// When to (re-)send the interrupt: the deadline, then every
-    /// [`RETRY`] until the call is disarmed (an interrupt sent just before
-    /// the store entered wasm is not remembered by wasmer).
+    /// When to (re-)zero the cell: the deadline, then every [`RETRY`].
     deadline: Instant,
-    interrupter: Interrupter,
+    cell: FuelCell,
     fired: Arc<AtomicBool>,
 }
 
@@ -35,9 +90,9 @@ struct Entry {
 struct State {
     next_id: u64,
     entries: BTreeMap<u64, Entry>,
-    shutdown: bool,
 }
 
+#[derive(Default)]
 struct Shared {
     state: Mutex<State>,
     cv: Condvar,
@@ -49,10 +104,11 @@ impl Shared {
     }
 }
 
-/// The deadline thread. Dropping it stops the thread.
+/// The deadline thread (started on first use; it lives as long as the process).
+#[derive(Default)]
 pub struct Watchdog {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    started: OnceLock<std::io::Result<()>>,
 }
 
 impl std::fmt::Debug for Watchdog {
@@ -62,33 +118,33 @@ impl std::fmt::Debug for Watchdog {
 }
 
 impl Watchdog {
-    pub fn start() -> std::io::Result<Self> {
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), cv: Condvar::new() });
-        let s2 = shared.clone();
-        let thread = std::thread::Builder::new().name("worldloom-sandbox-watchdog".into()).spawn(move || run(&s2))?;
-        Ok(Self { shared, thread: Some(thread) })
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Arms a deadline for the call about to run on `interrupter`'s store.
-    pub fn arm(&self, deadline: Instant, interrupter: Interrupter) -> Armed<'_> {
+    /// Starts the thread if it is not running yet.
+    pub fn start(&self) -> std::io::Result<()> {
+        let r = self.started.get_or_init(|| {
+            let shared = self.shared.clone();
+            std::thread::Builder::new().name("worldloom-sandbox-watchdog".into()).spawn(move || run(&shared)).map(drop)
+        });
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+
+    /// Arms a deadline for the call about to run with `cell` as its fuel.
+    pub fn arm(&self, deadline: Instant, cell: FuelCell) -> std::io::Result<Armed<'_>> {
+        self.start()?;
         let fired = Arc::new(AtomicBool::new(false));
         let mut st = self.shared.lock();
         let id = st.next_id;
         st.next_id += 1;
-        st.entries.insert(id, Entry { deadline, interrupter, fired: fired.clone() });
+        st.entries.insert(id, Entry { deadline, cell, fired: fired.clone() });
         drop(st);
         self.shared.cv.notify_one();
-        Armed { dog: self, id, fired }
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.shared.lock().shutdown = true;
-        self.shared.cv.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        Ok(Armed { dog: self, id, fired })
     }
 }
 
@@ -116,18 +172,12 @@ impl Drop for Armed<'_> {
 fn run(shared: &Shared) {
     let mut st = shared.lock();
     loop {
-        if st.shutdown {
-            return;
-        }
         let now = Instant::now();
         let mut next: Option<Instant> = None;
         for e in st.entries.values_mut() {
             if e.deadline <= now {
                 e.fired.store(true, Ordering::SeqCst);
-                // If the store is inside a host function the trap is raised when
-                // that function returns; if it is not in wasm at all, the retry
-                // catches it once it is.
-                e.interrupter.interrupt();
+                e.cell.zero();
                 e.deadline = now + RETRY;
             }
             next = Some(next.map_or(e.deadline, |n: Instant| n.min(e.deadline)));
@@ -139,5 +189,31 @@ fn run(shared: &Shared) {
             }
             None => shared.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_is_zeroed_after_its_deadline_and_never_after_disarm() {
+        let dog = Watchdog::new();
+        let mut late = Box::new(1_000_i64);
+        let cell = unsafe { FuelCell::new(NonNull::from(&mut *late)) };
+        let armed = dog.arm(Instant::now() + Duration::from_millis(20), cell).unwrap();
+        let t = Instant::now();
+        // SAFETY: read through the same atomic view the watchdog writes.
+        while unsafe { cell.0.as_ref() }.load(Ordering::SeqCst) != 0 {
+            assert!(t.elapsed() < Duration::from_secs(5), "the watchdog never fired");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(armed.disarm());
+        let mut early = Box::new(7_i64);
+        let cell = unsafe { FuelCell::new(NonNull::from(&mut *early)) };
+        let armed = dog.arm(Instant::now() + Duration::from_millis(30), cell).unwrap();
+        assert!(!armed.disarm());
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(*early, 7, "a disarmed call's fuel was touched");
     }
 }

@@ -19,7 +19,9 @@ use worldloom_coordinator::Coordinator;
 use worldloom_coordinator::actor::{CoordinatorActor, Join, NodeHandle};
 use worldloom_coordinator::http::{self, AppState};
 use worldloom_node::actor::NodeActor;
+use worldloom_node::plugins::SandboxRuntime;
 use worldloom_node::{Node, PluginRuntime};
+use worldloom_sandbox::{Supervisor, SupervisorConfig};
 
 /// A server running on its own thread.
 pub struct RunningServer {
@@ -64,6 +66,31 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// The sandbox supervisor a configuration asks for, serving `workers`
+/// generation threads (the warm-sandbox memory is shared out between them).
+/// Its zygote starts on first use.
+pub fn supervisor(config: &Config, workers: usize) -> anyhow::Result<Supervisor> {
+    let exe = match &config.sandbox.worker_exe {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("finding this executable to start sandbox workers from")?,
+    };
+    let mut cfg = SupervisorConfig::new(exe, &config.runtime_dir, &config.cache_dir);
+    cfg.worker_args = vec!["sandbox-worker".into()];
+    cfg.biome_count = worldloom_worldgen::BIOMES.len() as u16;
+    cfg.warm_bytes_per_worker = config.sandbox.warm_memory_bytes / workers.max(1) as u64;
+    cfg.warm_max = config.sandbox.warm_per_worker;
+    cfg.grace = std::time::Duration::from_millis(config.sandbox.grace_ms);
+    // The engine's machine code (shared with the zygote), the warm sandboxes,
+    // a call's memory, and room for the allocator.
+    cfg.worker_rss_limit = (1 << 30) + cfg.warm_bytes_per_worker + 2 * config.limits.memory_bytes;
+    Ok(Supervisor::new(cfg))
+}
+
+/// The plugin runtime for a node of `config`: sandbox worker processes.
+pub fn sandbox_runtime(config: &Config) -> anyhow::Result<Arc<SandboxRuntime>> {
+    Ok(Arc::new(SandboxRuntime::new(supervisor(config, config.worker_count())?, config.limits)))
 }
 
 /// Starts the embedded server: a coordinator and one in-process node.

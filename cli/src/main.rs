@@ -97,6 +97,8 @@ enum RuntimeCommand {
     Prepare,
 }
 
+/// Loads the engine in this process (only `runtime prepare` does: servers
+/// and the plugin commands run plugins in sandbox worker processes).
 fn engine(config: &Config) -> anyhow::Result<Arc<worldloom_sandbox::Engine>> {
     let mut cfg = worldloom_sandbox::SandboxConfig::new(&config.runtime_dir, &config.cache_dir);
     cfg.limits = config.limits;
@@ -112,6 +114,21 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 }
 
 fn main() -> std::process::ExitCode {
+    // `worldloom sandbox-worker CONFIG`: the sandbox zygote the node starts
+    // (never by hand). Dispatched before anything reads the configuration
+    // or the environment: a sandbox process knows only what it is given.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("sandbox-worker") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .with_writer(std::io::stderr)
+            .init();
+        let Some(config) = args.get(2) else {
+            eprintln!("worldloom sandbox-worker is started by the node's sandbox supervisor, not by hand");
+            return std::process::ExitCode::from(plugin_cmd::EXIT_USAGE);
+        };
+        std::process::exit(worldloom_sandbox::worker::zygote_main(config));
+    }
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve { .. });
     if !serving {
@@ -153,11 +170,9 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             if let Some(w) = workers {
                 config.workers = w;
             }
-            let engine = engine(&config)?;
-            let runtime = Arc::new(worldloom_node::plugins::SandboxRuntime::new(
-                engine,
-                worldloom_node::plugins::DEFAULT_WARM_PER_WORKER,
-            ));
+            let runtime = worldloom_cli::sandbox_runtime(&config)?;
+            // Load the engine in the background so the first plugin does not wait for it.
+            runtime.supervisor().prestart();
             let server = worldloom_cli::start(config.clone(), runtime).context("starting the server")?;
             // Tests and scripts read this line to find the port.
             println!("worldloom listening on http://{}", server.addr);
@@ -167,11 +182,13 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Plugin { command } => {
             let config = load_config(cli.config.as_deref())?;
-            let engine = engine(&config)?;
+            let supervisor = worldloom_cli::supervisor(&config, 1)?;
+            let mut worker = supervisor.worker();
             match command {
-                PluginCommand::Check { file, json } => plugin_cmd::check(&engine, &file, json),
+                PluginCommand::Check { file, json } => plugin_cmd::check(&mut worker, &config.limits, &file, json),
                 PluginCommand::Run { file, hook, seed, chunk, params, calls } => plugin_cmd::run(
-                    &engine,
+                    &mut worker,
+                    &config.limits,
                     plugin_cmd::RunArgs { file: &file, hook: &hook, seed, chunk, params: params.as_deref(), calls },
                 ),
             }

@@ -4,15 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context as _;
 use serde_json::{Value as Json, json};
 use worldloom_cluster::ids::WorldId;
 use worldloom_cluster::model::{AttachedPlugin, GenSpec};
 use worldloom_node::pipeline;
-use worldloom_plugin_abi::{CallStats, HookName, HookOutput, PluginError, RuntimeKind, Value, params};
-use worldloom_sandbox::{CheckReport, Engine, LoadFailure};
+use worldloom_plugin_abi::{CallStats, HookName, HookOutput, Limits, PluginError, RuntimeKind, Value, params};
+use worldloom_sandbox::{CheckReport, PluginRef, Worker};
 use worldloom_worldgen::{ChunkCoord, Params};
 
 /// Exit code: a plugin failed.
@@ -41,10 +39,28 @@ fn error_json(e: &PluginError) -> Json {
     json!({ "kind": e.kind, "message": e.message, "line": e.line })
 }
 
+/// Text from a plugin as it may be shown on a terminal: control characters
+/// (but newlines and tabs) and Unicode bidirectional formatting characters
+/// are shown as `\u{...}` escapes, so a plugin cannot move the cursor,
+/// recolour the terminal or make text read backwards.
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi =
+            matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && c != '\n' && c != '\t') || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `worldloom plugin check FILE [--json]`.
-pub fn check(engine: &Engine, file: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
+pub fn check(worker: &mut Worker, limits: &Limits, file: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     let source = read_source(file)?;
-    let report: CheckReport = engine.check(&plugin_name(file), &source);
+    let report: CheckReport = worker.check(&plugin_name(file), &source, limits);
     if let Some(host) = &report.host_error {
         anyhow::bail!("the sandbox could not run the check: {host}");
     }
@@ -77,24 +93,29 @@ pub fn check(engine: &Engine, file: &Path, as_json: bool) -> anyhow::Result<Exit
                             hi.map_or("".into(), |v| v.to_string())
                         ),
                     };
-                    println!("  param {p}: default {}{range}{}", value_text(&d.default), doc_suffix(&d.doc));
+                    println!(
+                        "  param {p}: default {}{range}{}",
+                        terminal_safe(&value_text(&d.default)),
+                        terminal_safe(&doc_suffix(&d.doc))
+                    );
                 }
             }
             (_, error) => {
                 let e = error
                     .clone()
                     .unwrap_or_else(|| PluginError::new(worldloom_plugin_abi::ErrorKind::Trap, "did not load"));
+                let message = terminal_safe(&e.message);
                 match e.line {
-                    Some(line) => println!("{name}:{line}: {}: {}", e.kind, e.message),
-                    None => println!("{name}: {}: {}", e.kind, e.message),
+                    Some(line) => println!("{name}:{line}: {}: {message}", e.kind),
+                    None => println!("{name}: {}: {message}", e.kind),
                 }
             }
         }
         for w in &report.warnings {
-            println!("  warning: {w}");
+            println!("  warning: {}", terminal_safe(w));
         }
         if !report.log.is_empty() {
-            println!("  output while loading:\n{}", indent(&report.log));
+            println!("  output while loading:\n{}", indent(&terminal_safe(&report.log)));
         }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PLUGIN_FAILED) })
@@ -130,7 +151,7 @@ pub fn parse_chunk(s: &str) -> Result<(i32, i32), String> {
 }
 
 /// `worldloom plugin run FILE --hook NAME --seed N --chunk CX,CZ [--params JSON] [--calls K]`.
-pub fn run(engine: &Arc<Engine>, args: RunArgs<'_>) -> anyhow::Result<ExitCode> {
+pub fn run(worker: &mut Worker, limits: &Limits, args: RunArgs<'_>) -> anyhow::Result<ExitCode> {
     let hook = HookName::parse(args.hook).ok_or_else(|| {
         let known: Vec<&str> = HookName::ALL.iter().map(|h| h.as_str()).collect();
         Usage(format!("--hook must be one of {}, got {:?}", known.join(", "), args.hook))
@@ -145,24 +166,26 @@ pub fn run(engine: &Arc<Engine>, args: RunArgs<'_>) -> anyhow::Result<ExitCode> 
     }
     let source = read_source(args.file)?;
     let name = plugin_name(args.file);
-    let mut sandbox = match engine.instantiate(&name, &source) {
-        Ok(s) => s,
-        Err(LoadFailure::Plugin { error, log, stats }) => {
+    let sha256 = worldloom_cluster::storage::source_sha256(&source);
+    let plugin_ref = PluginRef { name: &name, sha256: &sha256, source: &source };
+    let loaded = worker.load(plugin_ref, limits);
+    let info = match loaded.result {
+        Ok((info, _)) => info,
+        Err(error) => {
             let out = json!({
                 "ok": false, "hook": hook, "stage": "load", "error": error_json(&error),
-                "log": log, "stats": stats_json(&stats),
+                "log": loaded.log, "stats": stats_json(&loaded.stats),
             });
             println!("{out}");
             return Ok(ExitCode::from(EXIT_PLUGIN_FAILED));
         }
-        Err(LoadFailure::Host(e)) => return Err(e).context("the sandbox could not load the plugin"),
     };
-    let resolved = params::resolve(&sandbox.info().params, &given)
-        .map_err(|p| Usage(format!("--params: {}: {}", p.name, p.message)))?;
+    let resolved =
+        params::resolve(&info.params, &given).map_err(|p| Usage(format!("--params: {}: {}", p.name, p.message)))?;
     let plugin = AttachedPlugin {
         name: name.clone(),
         version: "local".into(),
-        sha256: worldloom_cluster::storage::source_sha256(&source),
+        sha256: sha256.clone(),
         runtime: RuntimeKind::Python,
         params: resolved,
     };
@@ -173,14 +196,14 @@ pub fn run(engine: &Arc<Engine>, args: RunArgs<'_>) -> anyhow::Result<ExitCode> 
         params: Params::default(),
         plugins: vec![plugin.clone()],
     };
-    let defines = sandbox.info().hooks.contains(&hook);
+    let defines = info.hooks.contains(&hook);
     let mut all_ok = true;
     for i in 0..args.calls {
         let coord = ChunkCoord::new(args.chunk.0.saturating_add(i as i32), args.chunk.1);
         let mut chunk = pipeline::stage_input(&spec, coord, hook);
         let report = if defines {
             let input = pipeline::hook_input(&spec, &plugin, hook, &chunk);
-            Some(sandbox.call(&input))
+            Some(worker.call(plugin_ref, limits, &input))
         } else {
             None
         };

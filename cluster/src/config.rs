@@ -55,6 +55,30 @@ impl Default for WorkshopSettings {
     }
 }
 
+/// How the node runs plugins: in sandbox worker processes forked from a
+/// zygote, supervised and killed when they do not answer in time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSettings {
+    /// The executable started as the sandbox zygote, as `EXE sandbox-worker`
+    /// (a `worldloom` binary); unset means this binary.
+    pub worker_exe: Option<PathBuf>,
+    /// Memory of warm plugin sandboxes on this node (their linear memory),
+    /// shared out evenly between the generation workers, bytes.
+    pub warm_memory_bytes: u64,
+    /// Most warm sandboxes one worker keeps.
+    pub warm_per_worker: usize,
+    /// A worker that has not answered a call by its deadline plus this is
+    /// killed and replaced, milliseconds.
+    pub grace_ms: u64,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        Self { worker_exe: None, warm_memory_bytes: 2 << 30, warm_per_worker: 16, grace_ms: 1000 }
+    }
+}
+
 /// Everything an operator can set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -79,6 +103,7 @@ pub struct Config {
     pub limits: Limits,
     pub stream: StreamSettings,
     pub workshop: WorkshopSettings,
+    pub sandbox: SandboxSettings,
 }
 
 impl Default for Config {
@@ -95,6 +120,7 @@ impl Default for Config {
             limits: Limits::default(),
             stream: StreamSettings::default(),
             workshop: WorkshopSettings::default(),
+            sandbox: SandboxSettings::default(),
         }
     }
 }
@@ -149,6 +175,10 @@ impl Config {
             ("workshop.max_source_bytes", (1..=16 << 20).contains(&self.workshop.max_source_bytes)),
             ("workshop.max_versions", self.workshop.max_versions >= 1),
             ("workshop.max_plugins_per_world", (1..=64).contains(&self.workshop.max_plugins_per_world)),
+            ("limits.snapshot_bytes", l.snapshot_bytes >= 64 << 20),
+            ("sandbox.warm_memory_bytes", self.sandbox.warm_memory_bytes >= 64 << 20),
+            ("sandbox.warm_per_worker", (1..=256).contains(&self.sandbox.warm_per_worker)),
+            ("sandbox.grace_ms", (1..=60_000).contains(&self.sandbox.grace_ms)),
         ] {
             if !ok {
                 return Err(Error::invalid(field, format!("{field} is out of range")));

@@ -1,98 +1,99 @@
-//! Plugins on a node: the wasm sandbox behind the pipeline's [`HookRunner`].
+//! Plugins on a node: sandbox worker processes behind the pipeline's
+//! [`HookRunner`].
 //!
-//! Each worker thread keeps its own warm sandboxes (one per plugin source,
-//! least recently used evicted), so a plugin's calls on one worker never
-//! wait for another worker, and no sandbox is ever shared between threads.
-//! Every call starts from the plugin's post-load snapshot, so nothing a call
-//! does is visible to the next one or to another world.
+//! Each generation thread owns one sandbox worker process (a
+//! [`worldloom_sandbox::Worker`]), which keeps its own warm sandboxes (one
+//! per plugin source and limits, least recently used evicted within the
+//! worker's memory budget). A plugin's calls on one thread never wait for
+//! another, a worker that hangs is killed and replaced without disturbing
+//! the others, and every call starts from the plugin's post-load snapshot,
+//! so nothing a call does is visible to the next one or to another world.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use worldloom_cluster::model::AttachedPlugin;
 use worldloom_cluster::protocol::PluginCheck;
-use worldloom_plugin_abi::{ErrorKind, HookInput, HookName, HookOutput, PluginError};
-use worldloom_sandbox::{Engine, LoadFailure, Sandbox};
+use worldloom_plugin_abi::{ErrorKind, HookInput, HookName, HookOutput, Limits, PluginError, PluginInfo};
+use worldloom_sandbox::{PluginRef, Supervisor, Worker};
 
 use crate::pipeline::HookRunner;
 use crate::workers::{PluginRuntime, Sources, WorkerPlugins};
 
-/// Warm sandboxes a worker keeps before evicting the least recently used.
-pub const DEFAULT_WARM_PER_WORKER: usize = 16;
+/// Load outcomes a thread remembers (what `defines` needs without asking
+/// its worker every time).
+const REMEMBERED_LOADS: usize = 64;
 
-/// The Python runtime for a node's workers.
+/// The Python runtime for a node's workers: one supervisor, one worker
+/// process per generation thread.
 pub struct SandboxRuntime {
-    engine: Arc<Engine>,
-    warm_per_worker: usize,
+    supervisor: Supervisor,
+    limits: Limits,
 }
 
 impl SandboxRuntime {
-    pub fn new(engine: Arc<Engine>, warm_per_worker: usize) -> Self {
-        Self { engine, warm_per_worker: warm_per_worker.max(1) }
+    pub fn new(supervisor: Supervisor, limits: Limits) -> Self {
+        Self { supervisor, limits }
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
     }
 }
 
 impl PluginRuntime for SandboxRuntime {
     fn worker(&self) -> Box<dyn WorkerPlugins> {
-        Box::new(SandboxWorker { engine: self.engine.clone(), warm: VecDeque::new(), capacity: self.warm_per_worker })
+        Box::new(SandboxWorker { worker: self.supervisor.worker(), limits: self.limits, loads: VecDeque::new() })
     }
 }
 
-/// A loaded plugin, or why it could not be loaded. Most load failures are
-/// deterministic given the source and limits (syntax, exceptions, fuel), so
-/// they are remembered rather than retried for every chunk; a wall-clock
-/// timeout or a host error may be transient and is retried after
-/// [`RETRY_TRANSIENT_LOAD_AFTER`].
-type Loaded = Result<Sandbox, PluginError>;
-
-/// How long a transient load failure is remembered before loading again.
+/// How long a transient load failure (a wall-clock timeout, a crashed
+/// worker, a host error) is remembered before loading again. Deterministic
+/// failures (syntax, exceptions, fuel, memory) are remembered for good.
 pub const RETRY_TRANSIENT_LOAD_AFTER: Duration = Duration::from_secs(30);
 
-struct Warm {
+struct Load {
     sha256: String,
-    loaded: Loaded,
+    result: Result<PluginInfo, PluginError>,
     at: Instant,
 }
 
-impl Warm {
+impl Load {
     fn expired(&self) -> bool {
-        matches!(&self.loaded, Err(e) if matches!(e.kind, ErrorKind::Timeout | ErrorKind::Trap))
+        matches!(&self.result, Err(e) if matches!(e.kind, ErrorKind::Timeout | ErrorKind::Trap))
             && self.at.elapsed() > RETRY_TRANSIENT_LOAD_AFTER
     }
 }
 
 struct SandboxWorker {
-    engine: Arc<Engine>,
+    worker: Worker,
+    limits: Limits,
     /// Most recently used last.
-    warm: VecDeque<Warm>,
-    capacity: usize,
+    loads: VecDeque<Load>,
+}
+
+fn plugin_ref<'a>(plugin: &'a AttachedPlugin, source: &'a str) -> PluginRef<'a> {
+    PluginRef { name: &plugin.name, sha256: &plugin.sha256, source }
 }
 
 impl SandboxWorker {
-    fn sandbox(&mut self, plugin: &AttachedPlugin, sources: &Sources) -> &mut Loaded {
-        self.warm.retain(|w| !w.expired());
-        if let Some(i) = self.warm.iter().position(|w| w.sha256 == plugin.sha256) {
-            let entry = self.warm.remove(i).expect("index is in range");
-            self.warm.push_back(entry);
-        } else {
-            let loaded = match sources.get(&plugin.sha256) {
-                None => Err(PluginError::new(ErrorKind::Trap, "the plugin's source was not available to this node")),
-                Some(source) => match self.engine.instantiate(&plugin.name, source) {
-                    Ok(sandbox) => Ok(sandbox),
-                    Err(LoadFailure::Plugin { error, .. }) => Err(error),
-                    Err(LoadFailure::Host(e)) => {
-                        tracing::error!(plugin = %plugin.name, error = %e, "the sandbox could not load a plugin");
-                        Err(PluginError::new(ErrorKind::Trap, format!("the host could not load the plugin: {e}")))
-                    }
-                },
-            };
-            if self.warm.len() >= self.capacity {
-                self.warm.pop_front();
-            }
-            self.warm.push_back(Warm { sha256: plugin.sha256.clone(), loaded, at: Instant::now() });
+    fn info(&mut self, plugin: &AttachedPlugin, sources: &Sources) -> Result<PluginInfo, PluginError> {
+        self.loads.retain(|l| !l.expired());
+        if let Some(i) = self.loads.iter().position(|l| l.sha256 == plugin.sha256) {
+            let l = self.loads.remove(i).expect("index is in range");
+            let r = l.result.clone();
+            self.loads.push_back(l);
+            return r;
         }
-        &mut self.warm.back_mut().expect("just pushed").loaded
+        let result = match sources.get(&plugin.sha256) {
+            None => Err(PluginError::new(ErrorKind::Trap, "the plugin's source was not available to this node")),
+            Some(source) => self.worker.load(plugin_ref(plugin, source), &self.limits).result.map(|(info, _)| info),
+        };
+        if self.loads.len() >= REMEMBERED_LOADS {
+            self.loads.pop_front();
+        }
+        self.loads.push_back(Load { sha256: plugin.sha256.clone(), result: result.clone(), at: Instant::now() });
+        result
     }
 }
 
@@ -103,17 +104,15 @@ struct Runner<'a> {
 
 impl HookRunner for Runner<'_> {
     fn defines(&mut self, plugin: &AttachedPlugin, hook: HookName) -> Result<bool, PluginError> {
-        match self.worker.sandbox(plugin, self.sources) {
-            Ok(sandbox) => Ok(sandbox.info().hooks.contains(&hook)),
-            Err(e) => Err(e.clone()),
-        }
+        self.worker.info(plugin, self.sources).map(|info| info.hooks.contains(&hook))
     }
 
     fn run(&mut self, plugin: &AttachedPlugin, input: &HookInput) -> Result<HookOutput, PluginError> {
-        match self.worker.sandbox(plugin, self.sources) {
-            Ok(sandbox) => sandbox.call(input).result,
-            Err(e) => Err(e.clone()),
-        }
+        let Some(source) = self.sources.get(&plugin.sha256) else {
+            return Err(PluginError::new(ErrorKind::Trap, "the plugin's source was not available to this node"));
+        };
+        let w = &mut self.worker;
+        w.worker.call(plugin_ref(plugin, source), &w.limits, input).result
     }
 }
 
@@ -123,7 +122,7 @@ impl WorkerPlugins for SandboxWorker {
     }
 
     fn check(&mut self, name: &str, source: &str) -> PluginCheck {
-        let report = self.engine.check(name, source);
+        let report = self.worker.check(name, source, &self.limits);
         let error = match (report.error, report.host_error) {
             (Some(e), _) => Some(e),
             (None, Some(h)) => {

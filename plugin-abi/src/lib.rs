@@ -224,7 +224,7 @@ pub struct PluginError {
     pub kind: ErrorKind,
     pub message: String,
     /// 1-based source line, for syntax errors and exceptions raised in the plugin.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub line: Option<u32>,
 }
 
@@ -249,9 +249,9 @@ impl std::error::Error for PluginError {}
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ParamDecl {
     pub default: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub min: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max: Option<f64>,
     #[serde(default)]
     pub doc: String,

@@ -544,7 +544,7 @@ impl Worker {
     fn check_memory(&mut self) {
         let Some(pid) = self.pid() else { return };
         let rss = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            s.lines().find(|l| l.starts_with("RssAnon:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         });
         if let Some(kib) = rss
             && kib * 1024 > self.inner.cfg.worker_rss_limit

@@ -126,7 +126,15 @@ impl Watchdog {
     pub fn start(&self) -> std::io::Result<()> {
         let r = self.started.get_or_init(|| {
             let shared = self.shared.clone();
-            std::thread::Builder::new().name("worldloom-sandbox-watchdog".into()).spawn(move || run(&shared)).map(drop)
+            let (ready, wait) = std::sync::mpsc::channel();
+            std::thread::Builder::new().name("worldloom-sandbox-watchdog".into()).spawn(move || {
+                // Everything a new thread does for itself (its name, signal
+                // stack, guard page) is done by now: a worker may install its
+                // system-call filter once it hears this.
+                let _ = ready.send(());
+                run(&shared)
+            })?;
+            wait.recv().map_err(|_| std::io::Error::other("the watchdog thread died at start"))
         });
         match r {
             Ok(()) => Ok(()),

@@ -44,18 +44,28 @@ pub fn worldloom_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").join(".worldloom")
 }
 
-/// The sandbox engine shared by every in-process server of this test binary
-/// (the compiled interpreter is loaded once).
-pub fn engine() -> Arc<worldloom_sandbox::Engine> {
-    static ENGINE: std::sync::OnceLock<Arc<worldloom_sandbox::Engine>> = std::sync::OnceLock::new();
-    ENGINE
+/// The sandbox supervisor shared by every in-process server of this test
+/// binary: one zygote (the compiled interpreter is loaded once), each
+/// server's generation threads with worker processes of their own. Its
+/// zygote is the real `worldloom` binary (`worldloom sandbox-worker`).
+pub fn supervisor() -> worldloom_sandbox::Supervisor {
+    static SUPERVISOR: std::sync::OnceLock<worldloom_sandbox::Supervisor> = std::sync::OnceLock::new();
+    SUPERVISOR
         .get_or_init(|| {
-            let dir = worldloom_dir();
-            let mut cfg = worldloom_sandbox::SandboxConfig::new(dir.join("runtime/python"), dir.join("cache"));
-            cfg.biome_count = worldloom_worldgen::BIOMES.len() as u16;
-            worldloom_sandbox::Engine::load(&cfg).expect("the python runtime loads (scripts/test fetches it)")
+            let config = sandbox_config(&Config::default());
+            worldloom_cli::supervisor(&config, 2).expect("a supervisor")
         })
         .clone()
+}
+
+/// `config` with the test runtime, cache and worker binary.
+pub fn sandbox_config(config: &Config) -> Config {
+    let dir = worldloom_dir();
+    let mut c = config.clone();
+    c.runtime_dir = dir.join("runtime/python");
+    c.cache_dir = dir.join("cache");
+    c.sandbox.worker_exe = Some(binary());
+    c
 }
 
 /// Starts an embedded server on `127.0.0.1:0` with the given storage URI and the real plugin sandbox.
@@ -68,7 +78,7 @@ pub fn start_with(data: &str, adjust: impl FnOnce(&mut Config)) -> InProcess {
     let mut config =
         Config { data: data.into(), listen: SocketAddr::from(([127, 0, 0, 1], 0)), workers: 2, ..Config::default() };
     adjust(&mut config);
-    let runtime = worldloom_node::plugins::SandboxRuntime::new(engine(), 4);
+    let runtime = worldloom_node::plugins::SandboxRuntime::new(supervisor(), config.limits);
     let server = worldloom_cli::start(config, Arc::new(runtime)).expect("server starts");
     let store = server.store.clone();
     let token = block_on(async move { worldloom_coordinator::auth::create_account(store.as_ref(), "tester").await })

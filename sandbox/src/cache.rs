@@ -40,7 +40,7 @@ fn cache_err(what: impl std::fmt::Display, err: impl std::fmt::Display) -> Sandb
 
 /// The cache key text and the file it names.
 pub fn cache_file(cache_dir: &Path, runtime: &Engine) -> (String, PathBuf) {
-    let compile_engine: Engine = EngineBuilder::new(compiler_config(Arc::new(Metering::new()))).into();
+    let compile_engine: Engine = EngineBuilder::new(compiler_config(Arc::new(Metering::new(Vec::new())))).into();
     let target = runtime.target();
     let key = format!(
         "{COMPILE_RECIPE}\nwasm-sha256={WASM_SHA256}\nwasmer=7.4.2\ncompiler={}\n{}\n\
@@ -131,7 +131,9 @@ pub fn load_or_compile(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> R
     let wasm = artifacts::read_verified(wasm_path, WASM_SHA256)?;
     let t = Instant::now();
     tracing::info!(path = %path.display(), "compiling the Python interpreter (once per machine, about a minute)");
-    let metering = Arc::new(Metering::new());
+    let catches = metering::functions_with_catches(&wasm)
+        .map_err(|e| SandboxError::new(SandboxErrorKind::Compile, format!("scanning {}: {e}", wasm_path.display())))?;
+    let metering = Arc::new(Metering::new(catches));
     let census = metering.census.clone();
     let compile_engine: Engine = EngineBuilder::new(compiler_config(metering)).into();
     let module = Module::new(&compile_engine, &wasm)
@@ -139,6 +141,13 @@ pub fn load_or_compile(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> R
     let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let (table_ops, segment_ops) = (count(&census.table_ops), count(&census.segment_ops));
     let (throws, bulk_ops) = (count(&census.throws), count(&census.bulk_ops));
+    if count(&census.legacy_eh_ops) != 0 {
+        return Err(SandboxError::new(
+            SandboxErrorKind::Compile,
+            "the interpreter uses legacy exception handling (try/catch/delegate), which the fuel \
+             metering's call-depth counter does not follow",
+        ));
+    }
     tracing::info!(
         elapsed_ms = t.elapsed().as_millis() as u64,
         table_ops,

@@ -77,8 +77,10 @@ impl Engine {
         let wasmer = capped(&loader, &cfg.limits);
         let module = crate::cache::load_or_compile(&wasmer, &paths.wasm, &cfg.cache_dir)?;
         check_module(&module)?;
+        let restored_globals = restored_globals(&module)?;
         let core = Arc::new(Core {
             engine: loader,
+            restored_globals,
             module,
             stdlib: Stdlib { name: GUEST_STDLIB_NAME.to_string(), data: Bytes::from(stdlib) },
             watchdog: Watchdog::new(),
@@ -164,7 +166,11 @@ impl Engine {
             load_us = loaded.stats.wall_us,
             "plugin loaded"
         );
-        let live = if strategy == ResetStrategy::FreshInstance { None } else { Some(loaded.live) };
+        // An instance whose load threw a lot keeps wasmer's exception objects:
+        // start the first call from a fresh one instead.
+        let reuse = strategy != ResetStrategy::FreshInstance
+            && loaded.live.exception_debt() <= crate::instance::MAX_EXCEPTION_DEBT;
+        let live = if reuse { Some(loaded.live) } else { None };
         let loaded_meta = (loaded.info, loaded.warnings, loaded.log, loaded.stats);
         Ok(Sandbox::new(self, name, loaded_meta, image, live, strategy))
     }
@@ -258,7 +264,8 @@ struct Loaded {
 fn check_module(module: &wasmer::Module) -> Result<(), SandboxError> {
     let bad = |m: String| SandboxError::new(SandboxErrorKind::ArtifactCorrupt, m);
     host::check_imports(module).map_err(bad)?;
-    for name in ["memory", "turn", "host_alloc", crate::metering::REMAINING, crate::metering::EXHAUSTED] {
+    use crate::metering::{DEPTH, EXHAUSTED, REMAINING, THROW_FRAMES};
+    for name in ["memory", "turn", "host_alloc", REMAINING, EXHAUSTED, DEPTH, THROW_FRAMES] {
         if !module.exports().any(|e| e.name() == name) {
             return Err(bad(format!("the compiled interpreter does not export {name}")));
         }
@@ -269,6 +276,19 @@ fn check_module(module: &wasmer::Module) -> Result<(), SandboxError> {
         }
     }
     Ok(())
+}
+
+/// How many of the store's globals a reset restores: the module's own and
+/// the metering's first five; the metering's per-function depth slots after
+/// them need no restoring (each is written at its function's entry).
+fn restored_globals(module: &wasmer::Module) -> Result<usize, SandboxError> {
+    match module.info().exports.get(crate::metering::REMAINING) {
+        Some(wasmer::ExportIndex::Global(g)) => {
+            use wasmer_types::entity::EntityRef;
+            Ok(g.index() + crate::metering::RESTORED_GLOBALS)
+        }
+        _ => Err(SandboxError::new(SandboxErrorKind::ArtifactCorrupt, "the interpreter is not metered")),
+    }
 }
 
 /// Runs the harness in a fresh instance and snapshots the result.

@@ -69,6 +69,10 @@ pub struct Live {
     alloc: TypedFunction<i32, i32>,
     remaining: Global,
     exhausted: Global,
+    depth: Global,
+    throw_frames: Global,
+    /// How many store globals a reset restores.
+    restored_globals: usize,
     /// The storage of `remaining`, for the watchdog and host-call charges.
     fuel: FuelCell,
     host: FunctionEnv<HostState>,
@@ -81,7 +85,14 @@ pub struct Live {
     tracker: Option<WriteTracker>,
     /// Memory pages reset since the last overlay (for stats/bench).
     pub pages_reset: usize,
+    /// Backtrace frames wasmer has kept for this instance's exceptions
+    /// (see [`Live::exception_debt`]).
+    throw_frames_kept: u64,
 }
+
+/// An instance whose exceptions have kept this much host memory (estimated)
+/// is replaced by a fresh one from its snapshot after the call.
+pub const MAX_EXCEPTION_DEBT: u64 = 64 << 20;
 
 // SAFETY: wasmer 7 made `Store` !Send only because `OnCalledHandler` lost
 // its `Send` bound (wasmerio/wasmer#7001; the store was Send up to 6.x).
@@ -144,6 +155,9 @@ impl Live {
             ex.get_global(metering::REMAINING).map_err(|e| inst_err("metering export")(e.to_string()))?.clone();
         let exhausted =
             ex.get_global(metering::EXHAUSTED).map_err(|e| inst_err("metering export")(e.to_string()))?.clone();
+        let depth = ex.get_global(metering::DEPTH).map_err(|e| inst_err("metering export")(e.to_string()))?.clone();
+        let throw_frames =
+            ex.get_global(metering::THROW_FRAMES).map_err(|e| inst_err("metering export")(e.to_string()))?.clone();
         // SAFETY: the global lives in this instance's VMContext, which lives
         // (and moves) with this `Live`; it is an aligned i64.
         let fuel = unsafe { FuelCell::new(global_storage(&mut store, &remaining)?) };
@@ -162,12 +176,16 @@ impl Live {
             alloc,
             remaining,
             exhausted,
+            depth,
+            throw_frames,
+            restored_globals: core.restored_globals,
             fuel,
             host,
             base,
             image: None,
             tracker: None,
             pages_reset: 0,
+            throw_frames_kept: 0,
         })
     }
 
@@ -210,15 +228,15 @@ impl Live {
     }
 
     fn restore_globals(&mut self, image: &Image) -> Result<(), SandboxError> {
-        let objects = self.store.objects_mut();
-        let now = objects.as_u128_globals().len();
-        if now != image.globals.len() {
+        let n = self.restored_globals;
+        if image.globals.len() < n {
             return Err(SandboxError::internal(format!(
-                "store has {now} globals, the snapshot {}",
+                "the snapshot has {} globals, a reset restores {n}",
                 image.globals.len()
             )));
         }
-        for (i, v) in image.globals.iter().enumerate() {
+        let objects = self.store.objects_mut();
+        for (i, v) in image.globals[..n].iter().enumerate() {
             objects.set_global_unchecked(i, *v);
         }
         Ok(())
@@ -262,6 +280,11 @@ impl Live {
         let outcome = st.end_turn();
         let (log, log_overflowed) = st.log.take();
         let open_files = st.files.opened();
+        let frames = match self.throw_frames.get(&mut self.store) {
+            Value::I64(x) => x as u64,
+            _ => 0,
+        };
+        self.throw_frames_kept = self.throw_frames_kept.saturating_add(frames);
         Ok(TurnResult {
             result,
             deadline_fired,
@@ -277,11 +300,21 @@ impl Live {
         })
     }
 
+    /// Host memory (estimated) held by the exceptions this instance's guest
+    /// has thrown: wasmer keeps every exception object, with a native
+    /// backtrace, until the store is dropped. Only a new instance frees it.
+    pub fn exception_debt(&self) -> u64 {
+        // A backtrace frame is about 48 bytes (backtrace::Frame plus the Vec).
+        self.throw_frames_kept.saturating_mul(48)
+    }
+
     fn set_fuel(&mut self, points: u64) {
         // Types are fixed by the metering middleware (i64 / i32); a failure
         // would mean a different module, which load() rejects.
         let _ = self.remaining.set(&mut self.store, Value::I64(points as i64));
         let _ = self.exhausted.set(&mut self.store, Value::I32(0));
+        let _ = self.depth.set(&mut self.store, Value::I32(0));
+        let _ = self.throw_frames.set(&mut self.store, Value::I64(0));
     }
 
     /// (points left, exhausted?)

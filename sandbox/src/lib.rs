@@ -107,6 +107,8 @@ pub(crate) struct Core {
     /// Each [`Engine`] uses a clone of it with its own memory cap.
     pub engine: wasmer::Engine,
     pub module: wasmer::Module,
+    /// Store globals a reset restores (see `engine::restored_globals`).
+    pub restored_globals: usize,
     pub stdlib: wasi::Stdlib,
     pub watchdog: watchdog::Watchdog,
     pub biome_count: u16,

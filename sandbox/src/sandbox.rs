@@ -224,14 +224,20 @@ impl Sandbox {
         );
         // Restore before anything else, whatever happened.
         if self.strategy != ResetStrategy::FreshInstance {
-            match live.reset(&self.image, self.strategy) {
-                Ok(()) => self.live = Some(live),
-                Err(e) => {
-                    // Never reuse a dirty instance: drop it; the next call
-                    // builds a new one from the snapshot.
-                    tracing::warn!(plugin = %self.name, error = %e, "reset failed; rebuilding from the snapshot");
-                    self.rebuilds += 1;
-                    drop(live);
+            if live.exception_debt() > crate::instance::MAX_EXCEPTION_DEBT {
+                // Free the exception objects wasmer kept: a new instance next call.
+                self.rebuilds += 1;
+                drop(live);
+            } else {
+                match live.reset(&self.image, self.strategy) {
+                    Ok(()) => self.live = Some(live),
+                    Err(e) => {
+                        // Never reuse a dirty instance: drop it; the next call
+                        // builds a new one from the snapshot.
+                        tracing::warn!(plugin = %self.name, error = %e, "reset failed; rebuilding from the snapshot");
+                        self.rebuilds += 1;
+                        drop(live);
+                    }
                 }
             }
         }

@@ -609,3 +609,202 @@ fn a_file_kept_open_at_load_is_refused() {
     assert!(e.message.contains("keeps 1 file(s) open"), "{e}");
     assert_engine_fine();
 }
+
+// ------------------------------------------------------------ costs the instruction count does not see
+//
+// Each mode of cost_probe.py loops forever on work whose time is not its
+// number of wasm instructions (bulk memory, host calls that move bytes or
+// parse paths, C++ exceptions at depth, cache-missing loads, division). Under
+// the default limits (2e9 fuel, 2 s deadline) every one must end by fuel,
+// never by the wall clock: the same plugin fails the same way on any machine.
+
+fn cost_mode(s: &mut worldloom_sandbox::Sandbox, mode: &str) -> worldloom_sandbox::CallReport {
+    let r = s.call(&terrain(mode));
+    let e = err(&r);
+    assert_eq!(e.kind, ErrorKind::FuelExhausted, "{mode}: {e} after {} ms", r.stats.wall_us / 1000);
+    assert_eq!(r.stats.fuel, worldloom_plugin_abi::Limits::default().fuel, "{mode}");
+    // Well inside the deadline on this machine: fuel is the binding limit.
+    assert!(r.stats.wall_us < 1_800_000, "{mode} took {} ms", r.stats.wall_us / 1000);
+    r
+}
+
+#[test]
+fn bulk_memory_loops_end_by_fuel_not_the_clock() {
+    let mut s = load("cost_probe.py");
+    for mode in ["memory_copy", "memory_fill"] {
+        cost_mode(&mut s, mode);
+    }
+    assert_host_fine(&mut s);
+}
+
+#[test]
+fn host_calls_that_move_or_parse_bytes_end_by_fuel_not_the_clock() {
+    let mut s = load("cost_probe.py");
+    for mode in ["read_zip", "stat", "stat_dots", "huge_path", "seek", "readdir", "poll"] {
+        cost_mode(&mut s, mode);
+    }
+    assert_host_fine(&mut s);
+}
+
+#[test]
+fn cpp_exception_loops_shallow_and_deep_end_by_fuel_not_the_clock() {
+    let mut s = load("cost_probe.py");
+    for mode in ["exceptions", "deep_exceptions"] {
+        cost_mode(&mut s, mode);
+    }
+    // The exception objects wasmer keeps with every throw are freed: the
+    // instance that threw them is replaced after the call.
+    assert!(s.rebuilds() >= 1, "no rebuild after {} calls", 2);
+    assert_host_fine(&mut s);
+}
+
+#[test]
+fn cache_missing_loads_slow_arithmetic_and_bigints_end_by_fuel_not_the_clock() {
+    let mut s = load("cost_probe.py");
+    for mode in ["gather", "divide", "bigint"] {
+        cost_mode(&mut s, mode);
+    }
+    assert_host_fine(&mut s);
+}
+
+#[test]
+fn exception_loops_under_deadline_pressure_are_stopped_by_the_cooperative_deadline() {
+    // Unlimited fuel and a short deadline: the watchdog zeroes the fuel
+    // counter and the guest traps at its next check, in wasm, whatever host
+    // code (the unwinder, a backtrace, an allocation) its throws run.
+    let eng = engine().with_limits(worldloom_plugin_abi::Limits {
+        fuel: u64::MAX / 2,
+        deadline_ms: 40,
+        ..worldloom_plugin_abi::Limits::default()
+    });
+    let mut s = load_on(&eng, "cost_probe.py");
+    for _ in 0..stress_rounds(3) {
+        for mode in ["exceptions", "deep_exceptions", "read_zip", "memory_copy"] {
+            let r = s.call(&terrain(mode));
+            expect_kind(&r, ErrorKind::Timeout);
+        }
+        assert_benign_fresh(&mut s);
+    }
+    assert_host_fine(&mut s);
+}
+
+// ------------------------------------------------------------ the file world's edges
+
+#[test]
+fn paths_cannot_climb_out_and_absurd_lengths_are_refused_before_reading() {
+    let mut s = load("fs_edges.py");
+    let r = s.call(&terrain("paths"));
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    // ".." straight to the host: ENOTCAPABLE (76); an absolute path has no
+    // directory of its own (libc: ENOENT); a 5000-byte name: ENAMETOOLONG
+    // (37) without resolving anything.
+    for want in [
+        "../../etc/passwd PermissionError 76",
+        "/etc/passwd FileNotFoundError 44",
+        "python315.zip/../../x PermissionError 76",
+        "./../python315.zip PermissionError 76",
+        "xxxxxxxxxxxxxxxxxxxxxxxx OSError 37",
+        "stat 64 MiB OSError 37",
+        "stat dots 53915154",
+    ] {
+        assert!(r.log.contains(want), "{want:?} not in\n{}", r.log);
+    }
+    assert_host_fine(&mut s);
+}
+
+#[test]
+fn seeks_cannot_overflow_the_offset() {
+    let mut s = load("fs_edges.py");
+    let r = s.call(&terrain("seek"));
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    for want in [
+        "cur +2^62 4611686018427387904",
+        "cur +2^62 again OSError 28",
+        "set -1 OSError 28",
+        "end -2^63 OSError 28",
+        "tell 4611686018427387904",
+        "read at 2^62 0",
+    ] {
+        assert!(r.log.contains(want), "{want:?} not in\n{}", r.log);
+    }
+    assert_host_fine(&mut s);
+}
+
+#[test]
+fn polling_a_descriptor_that_is_not_open_reports_ebadf() {
+    let mut s = load("fs_edges.py");
+    let r = s.call(&terrain("poll"));
+    assert!(r.log.contains("select 999 OSError 8"), "{}", r.log);
+    assert!(r.log.contains("select stdin ([0], [1], [])"), "{}", r.log);
+    assert_host_fine(&mut s);
+}
+
+#[test]
+fn the_log_cap_counts_bytes_even_for_output_that_is_not_utf8() {
+    let mut s = load("fs_edges.py");
+    let r = s.call(&terrain("log_bytes"));
+    expect_kind(&r, ErrorKind::OutputLimit);
+    let cap = worldloom_plugin_abi::Limits::default().log_bytes as usize;
+    assert!(r.log.len() <= cap, "{} bytes of log for a cap of {cap}", r.log.len());
+    assert!(r.log.len() > cap - 4, "{}", r.log.len());
+    assert_host_fine(&mut s);
+}
+
+// ------------------------------------------------------------ forged results
+
+#[test]
+fn forged_huge_fields_never_make_a_huge_message() {
+    let mut s = load("forged_messages.py");
+    for (hook, mode, kind) in [
+        (HookName::Terrain, "unknown_kind", ErrorKind::InvalidOutput),
+        (HookName::Terrain, "long_message", ErrorKind::Exception),
+        (HookName::Features, "long_kind", ErrorKind::InvalidOutput),
+        (HookName::Features, "long_property_name", ErrorKind::InvalidOutput),
+        (HookName::Features, "long_value", ErrorKind::InvalidOutput),
+        (HookName::Features, "long_coordinate", ErrorKind::InvalidOutput),
+    ] {
+        let r = s.call(&with_mode(input(hook), mode));
+        let e = expect_kind(&r, kind);
+        // The guest sent 4 MiB per field; a stored failure stays a few KiB.
+        assert!(e.message.len() <= 5 << 10, "{mode}: a {}-byte message", e.message.len());
+    }
+    assert_host_fine(&mut s);
+}
+
+#[test]
+fn feature_strings_with_control_or_bidi_characters_are_refused() {
+    let mut s = load("forged_messages.py");
+    for (mode, code) in [("control_chars", "U+001B"), ("bidi", "U+202E")] {
+        let r = s.call(&with_mode(input(HookName::Features), mode));
+        let e = expect_kind(&r, ErrorKind::InvalidOutput);
+        assert!(e.message.contains(code), "{mode}: {e}");
+    }
+    assert_host_fine(&mut s);
+}
+
+// ------------------------------------------------------------ the interpreter fully compromised
+
+#[test]
+fn scribbling_over_all_guest_memory_leaves_the_next_call_clean() {
+    let mut s = load("scribble_memory.py");
+    let r = s.call(&terrain("read"));
+    assert!(r.log.contains("read 1"), "numpy did not map guest memory: {}", r.log);
+    for _ in 0..3 {
+        // Whatever the wrecked interpreter does next (trap, garbage, a
+        // loop), the call fails and the host is untouched.
+        let r = s.call(&terrain("attack"));
+        assert!(r.result.is_err(), "a call over scribbled memory succeeded: {:?}", r.log);
+        assert_benign_fresh(&mut s);
+    }
+    assert_host_fine(&mut s);
+}
+
+// ------------------------------------------------------------ state kept after loading
+
+#[test]
+fn a_plugin_whose_loaded_state_is_over_the_snapshot_cap_is_refused() {
+    let (e, _, _) = load_failure(engine(), "load_big_state.py");
+    assert_eq!(e.kind, ErrorKind::MemoryLimit, "{e}");
+    assert!(e.message.contains("at most 128 MiB can be kept warm"), "{e}");
+    assert_engine_fine();
+}

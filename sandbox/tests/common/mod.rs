@@ -163,3 +163,9 @@ pub fn assert_engine_fine() {
     let r = id.call(&inp);
     assert_eq!(heights(&r), &inp.layers.height[..]);
 }
+
+/// How many rounds a hang-prone test runs: a few by default, as many as
+/// `WORLDLOOM_STRESS` says (the stress run: `WORLDLOOM_STRESS=200`).
+pub fn stress_rounds(default: usize) -> usize {
+    std::env::var("WORLDLOOM_STRESS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}

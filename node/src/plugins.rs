@@ -10,11 +10,13 @@
 //! so nothing a call does is visible to the next one or to another world.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use worldloom_cluster::model::AttachedPlugin;
 use worldloom_cluster::protocol::PluginCheck;
 use worldloom_plugin_abi::{ErrorKind, HookInput, HookName, HookOutput, Limits, PluginError, PluginInfo};
+use worldloom_sandbox::supervisor::{allowed_cpus, pin_process};
 use worldloom_sandbox::{PluginRef, Supervisor, Worker};
 
 use crate::pipeline::HookRunner;
@@ -29,11 +31,14 @@ const REMEMBERED_LOADS: usize = 64;
 pub struct SandboxRuntime {
     supervisor: Supervisor,
     limits: Limits,
+    /// CPUs to pin generation threads and their workers to, round-robin.
+    cpus: Vec<usize>,
+    next_cpu: AtomicUsize,
 }
 
 impl SandboxRuntime {
     pub fn new(supervisor: Supervisor, limits: Limits) -> Self {
-        Self { supervisor, limits }
+        Self { supervisor, limits, cpus: allowed_cpus(), next_cpu: AtomicUsize::new(0) }
     }
 
     pub fn supervisor(&self) -> &Supervisor {
@@ -42,8 +47,17 @@ impl SandboxRuntime {
 }
 
 impl PluginRuntime for SandboxRuntime {
+    /// Called on the generation thread that will use the worker: the thread
+    /// and its worker process share one CPU, so handing a call over is a
+    /// local context switch.
     fn worker(&self) -> Box<dyn WorkerPlugins> {
-        Box::new(SandboxWorker { worker: self.supervisor.worker(), limits: self.limits, loads: VecDeque::new() })
+        let mut worker = self.supervisor.worker();
+        if !self.cpus.is_empty() {
+            let cpu = self.cpus[self.next_cpu.fetch_add(1, Ordering::Relaxed) % self.cpus.len()];
+            pin_process(0, cpu);
+            worker.pin(cpu);
+        }
+        Box::new(SandboxWorker { worker, limits: self.limits, loads: VecDeque::new() })
     }
 }
 

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use worldloom_plugin_abi::{HookInput, HookName, LayerBuffers};
-use worldloom_sandbox::{Engine, ResetStrategy, Sandbox, SandboxConfig};
+use worldloom_sandbox::proto::TestHook;
+use worldloom_sandbox::{Engine, PluginRef, ResetStrategy, Sandbox, SandboxConfig, Supervisor, SupervisorConfig};
 
 const IDENTITY: &str = "def terrain(ctx, chunk):\n    return chunk\n";
 
@@ -61,6 +62,121 @@ fn latencies(s: &mut Sandbox, inp: &HookInput, warmup: usize, n: usize) -> Vec<D
     }
     v.sort();
     v
+}
+
+/// (RSS, PSS, USS) of a process in KiB, from /proc/PID/smaps_rollup.
+fn memory_of(pid: u32) -> (u64, u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let f = |name: &str| -> u64 {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (f("Rss:"), f("Pss:"), f("Private_Clean:") + f("Private_Dirty:"))
+}
+
+/// The same identity calls through a worker process, as a node makes them,
+/// interleaved with in-process calls on `local` so both see the same machine.
+fn process_boundary(root: &std::path::Path, inp: &HookInput, local: &mut Sandbox) {
+    let mut cfg = SupervisorConfig::new(
+        env!("CARGO_BIN_EXE_worldloom-sandbox-worker"),
+        root.join(".worldloom/runtime/python"),
+        root.join(".worldloom/cache"),
+    );
+    cfg.test_hooks = true;
+    let sup = Supervisor::new(cfg);
+    let limits = worldloom_plugin_abi::Limits::default();
+    let p = PluginRef { name: "identity", sha256: "identity", source: IDENTITY };
+    let mut w = sup.worker();
+    // As a node does: this thread and its worker on one CPU.
+    let cpu = worldloom_sandbox::supervisor::allowed_cpus()[0];
+    worldloom_sandbox::supervisor::pin_process(0, cpu);
+    w.pin(cpu);
+    let t = Instant::now();
+    assert!(w.call(p, &limits, inp).result.is_ok());
+    println!(
+        "
+=== through a sandbox worker process ==="
+    );
+    println!("first call (zygote start with engine load, fork, confine, plugin load, call): {:.1?}", t.elapsed());
+    let mut forks = vec![];
+    for _ in 0..10 {
+        let mut w2 = sup.worker();
+        let t = Instant::now();
+        w2.stats().expect("a worker");
+        forks.push(t.elapsed());
+    }
+    forks.sort();
+    println!("worker start (fork from the zygote, confine, first answer): p50 {:.1?}", percentile(&forks, 0.5));
+    let mut restarts = vec![];
+    for _ in 0..10 {
+        let budget = Duration::from_millis(20);
+        let _ = w.test(TestHook::Deadlock, budget);
+        let t = Instant::now();
+        assert!(w.call(p, &limits, inp).result.is_ok());
+        restarts.push(t.elapsed());
+    }
+    restarts.sort();
+    println!(
+        "restart after a kill (replacement forked in the background, plugin loaded again, first call): p50 {:.1?}",
+        percentile(&restarts, 0.5)
+    );
+    for _ in 0..200 {
+        assert!(w.call(p, &limits, inp).result.is_ok());
+    }
+    let (mut v, mut local_v, mut paired, mut inside) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3000 {
+        let t = Instant::now();
+        let r = w.call(p, &limits, inp);
+        let remote = t.elapsed();
+        assert!(black_box(r).result.is_ok());
+        inside.push(Duration::from_micros(w.last_worker_us()));
+        let t = Instant::now();
+        let r = local.call(inp);
+        let here = t.elapsed();
+        assert!(black_box(r).result.is_ok());
+        v.push(remote);
+        local_v.push(here);
+        paired.push(remote.as_nanos() as i64 - here.as_nanos() as i64);
+    }
+    v.sort();
+    local_v.sort();
+    paired.sort();
+    inside.sort();
+    println!(
+        "identity call through the worker: p50 {:.1?}, p99 {:.1?}; in this process, interleaved: p50 {:.1?}, p99 {:.1?}",
+        percentile(&v, 0.5),
+        percentile(&v, 0.99),
+        percentile(&local_v, 0.5),
+        percentile(&local_v, 0.99),
+    );
+    println!(
+        "process boundary per call (paired: through the worker minus in this process, median): {:.1} us; \
+         the worker's own time for the call p50 {:.1?}",
+        paired[paired.len() / 2] as f64 / 1000.0,
+        percentile(&inside, 0.5),
+    );
+    let mut rt = Vec::new();
+    for _ in 0..3000 {
+        let t = Instant::now();
+        w.stats().expect("stats");
+        rt.push(t.elapsed());
+    }
+    rt.sort();
+    println!("empty round trip to the worker (a stats request): p50 {:.1?}", percentile(&rt, 0.5));
+    let zygote = sup.zygote_pid().expect("a zygote");
+    let worker = w.pid().expect("a worker");
+    let (zr, zp, zu) = memory_of(zygote);
+    let (wr, wp, wu) = memory_of(worker);
+    println!("zygote memory: RSS {} MiB, PSS {} MiB, private {} MiB", zr >> 10, zp >> 10, zu >> 10);
+    println!(
+        "worker memory (one warm plugin): RSS {} MiB, PSS {} MiB, private {} MiB (the rest is shared with the zygote)",
+        wr >> 10,
+        wp >> 10,
+        wu >> 10
+    );
 }
 
 fn main() {
@@ -186,6 +302,7 @@ fn main() {
         r.stats.wall_us / 1000
     );
     println!("\np50 per strategy: {}", rows.iter().map(|(n, d)| format!("{n} {d:.1?}")).collect::<Vec<_>>().join(", "));
+    process_boundary(&root, &inp, &mut overlay);
 
     // The same calls under criterion.
     let mut c = Criterion::default().configure_from_args().warm_up_time(Duration::from_secs(1));

@@ -200,7 +200,7 @@ impl Engine {
         let tr = live.run_turn(
             &self.core,
             TurnSource::At(self.base.load_src.0, self.base.load_src.1),
-            Request::Load(source.as_bytes().to_vec()),
+            Request::Load(Bytes::copy_from_slice(source.as_bytes())),
             rng_for("load", 0),
             limits,
         )?;

@@ -15,6 +15,7 @@
 //!   runs out of fuel like one that loops in wasm, and the same plugin stops
 //!   the same way on every machine.
 
+use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -128,9 +129,9 @@ pub enum Request {
     #[default]
     Idle,
     /// Loading a plugin: `src` returns the plugin's source.
-    Load(Vec<u8>),
+    Load(Bytes),
     /// Calling a hook: `in` returns the input frame.
-    Call(Vec<u8>),
+    Call(Bytes),
     /// An internal turn (harness set-up): the door answers nothing.
     Internal,
 }
@@ -791,7 +792,7 @@ mod tests {
     #[test]
     fn the_door_bounds_checks_every_guest_address() {
         let (mut store, env, door, _, memory) = setup();
-        env.as_mut(&mut store).begin_turn(Request::Call(b"frame".to_vec()), rng_for("t", 0), 1000, 64, 0);
+        env.as_mut(&mut store).begin_turn(Request::Call(Bytes::from_static(b"frame")), rng_for("t", 0), 1000, 64, 0);
         memory.view(&store).write(0, b"in").unwrap();
         memory.view(&store).write(100, b"out0123456789").unwrap();
         let top = 65536 - 2;

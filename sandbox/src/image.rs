@@ -295,7 +295,8 @@ pub fn open_pagemap() -> Result<(), String> {
 
 fn pagemap() -> Result<std::sync::Arc<File>, String> {
     let mut slot = PAGEMAP.lock().unwrap_or_else(|p| p.into_inner());
-    let pid = std::process::id();
+    // SAFETY: getpid has no preconditions (std::process::id is the same call).
+    let pid = unsafe { libc::getpid() } as u32;
     if let Some((p, f)) = slot.as_ref()
         && *p == pid
     {

@@ -33,6 +33,7 @@ mod metering;
 pub mod proto;
 mod sandbox;
 mod seccomp;
+mod shm;
 pub mod supervisor;
 mod tunables;
 mod validate;
@@ -45,7 +46,7 @@ use std::path::PathBuf;
 pub use artifacts::{STDLIB_FILE, STDLIB_SHA256, WASM_FILE, WASM_SHA256};
 pub use engine::{CheckReport, Engine};
 pub use error::{LoadFailure, SandboxError, SandboxErrorKind};
-pub use sandbox::{CallReport, Sandbox};
+pub use sandbox::{CallReport, RawCall, Sandbox};
 pub use supervisor::{LoadReport, PluginRef, Supervisor, SupervisorConfig, SupervisorStats, Worker};
 pub use worldloom_plugin_abi::Limits;
 

@@ -13,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use worldloom_plugin_abi::{CallStats, HookInput, Limits, PluginError, PluginInfo};
+use worldloom_plugin_abi::{CallStats, HookName, Limits, PluginError, PluginInfo};
 
 /// Bumped whenever a message below changes; the zygote and the supervisor
 /// refuse each other if they differ (both are the same binary in practice).
@@ -138,9 +138,30 @@ pub enum ForbiddenCall {
     MapExecutable,
 }
 
+/// Size of the memory a supervisor shares with each worker for call
+/// payloads: the input frame at its start, the result body in its second
+/// part. Larger payloads travel inline on the socket.
+pub const SHARED_BYTES: usize = 4 << 20;
+/// Where the result area of the shared memory starts.
+pub const SHARED_RESULT_AT: usize = 1 << 20;
+
+/// Bytes that travel either inline in the frame or in the shared memory.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Payload {
+    Inline(#[serde(with = "raw_bytes")] Vec<u8>),
+    /// In the shared memory's area for this direction, `len` bytes.
+    Shared {
+        len: u32,
+    },
+}
+
 /// Supervisor -> worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
+    /// The first request to a new worker: the shared payload memory comes
+    /// with it as an `SCM_RIGHTS` descriptor (a sealed memfd of
+    /// [`SHARED_BYTES`]).
+    Attach,
     /// Load a plugin (if this worker does not have it warm) and report it.
     Load {
         key: PluginKey,
@@ -148,11 +169,13 @@ pub enum Request {
         source: String,
         limits: Limits,
     },
-    /// Call a hook of a warm plugin.
+    /// Call a hook of a warm plugin with an input frame the supervisor
+    /// built and checked (`validate::input_frame`).
     Call {
         key: PluginKey,
-        limits: Limits,
-        input: HookInput,
+        hook: HookName,
+        random_seed: u64,
+        frame: Payload,
     },
     /// Load a plugin only to report on it; nothing is kept.
     Check {
@@ -168,6 +191,7 @@ pub enum Request {
 /// Worker -> supervisor.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
+    Attached,
     Loaded(LoadOutcome),
     /// A `Call` for a plugin this worker has not loaded (or has evicted).
     Unknown,
@@ -192,9 +216,12 @@ pub struct LoadOutcome {
 /// be validated by the supervisor) or the failure.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CallOutcome {
-    pub result: Result<Vec<u8>, PluginError>,
+    pub result: Result<Payload, PluginError>,
     pub log: String,
     pub stats: CallStats,
+    /// Time the worker spent on the request, from decoding it to having the
+    /// answer (the rest of a call's time is the process boundary).
+    pub worker_us: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -207,19 +234,46 @@ pub struct WorkerStats {
     pub peak_rss_bytes: u64,
 }
 
+/// `Vec<u8>` as one byte string (postcard: a length and the bytes), not a
+/// sequence of one-byte elements.
+mod raw_bytes {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, B: AsRef<[u8]> + ?Sized>(v: &B, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v.as_ref())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
 fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// Writes one frame: u32 little-endian length, then postcard.
+/// Writes one frame: u32 little-endian length, then postcard; one buffer,
+/// one write.
 pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
-    let body = postcard::to_stdvec(msg).map_err(|e| bad(format!("encoding a frame: {e}")))?;
-    if body.len() > MAX_FRAME {
-        return Err(bad(format!("a frame of {} bytes is over the {MAX_FRAME}-byte limit", body.len())));
+    let mut buf = postcard::to_extend(msg, vec![0u8; 4]).map_err(|e| bad(format!("encoding a frame: {e}")))?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME {
+        return Err(bad(format!("a frame of {len} bytes is over the {MAX_FRAME}-byte limit")));
     }
-    let mut buf = Vec::with_capacity(4 + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&body);
+    buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
     w.write_all(&buf)
 }
 

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use worldloom_plugin_abi::{CallStats, ErrorKind, HookInput, HookOutput, Limits, PluginError, PluginInfo};
+use bytes::Bytes;
+use worldloom_plugin_abi::{CallStats, ErrorKind, HookInput, HookName, HookOutput, Limits, PluginError, PluginInfo};
 
 use crate::engine::Engine;
 use crate::error::SandboxError;
 use crate::host::{Request, rng_for};
 use crate::image::Image;
 use crate::instance::{Live, TurnLimits, TurnSource};
-use crate::proto::CallOutcome;
 use crate::validate::{self, Phase};
 use crate::{Core, ResetStrategy};
 
@@ -21,6 +21,15 @@ pub struct CallReport {
     pub result: Result<HookOutput, PluginError>,
     /// What the call printed (stdout and stderr, interleaved), at most
     /// `log_bytes`.
+    pub log: String,
+    pub stats: CallStats,
+}
+
+/// A hook call as the sandbox saw it: the result frame's OK body, not yet
+/// validated, or the failure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawCall {
+    pub result: Result<Vec<u8>, PluginError>,
     pub log: String,
     pub stats: CallStats,
 }
@@ -190,13 +199,20 @@ impl Sandbox {
     /// Calls a hook and returns the result frame's OK body unvalidated (a
     /// worker process hands it to the supervisor, which validates it), or
     /// the plugin failure as classified by the host.
-    pub fn try_call_raw(&mut self, input: &HookInput) -> Result<CallOutcome, SandboxError> {
+    pub fn try_call_raw(&mut self, input: &HookInput) -> Result<RawCall, SandboxError> {
         let frame = validate::input_frame(input, self.core.biome_count, &self.limits)?;
-        if !self.info.hooks.contains(&input.hook) {
-            return Ok(CallOutcome {
+        self.call_frame(input.hook, input.random_seed, frame.into())
+    }
+
+    /// [`Sandbox::try_call_raw`] with the input frame already built and
+    /// checked (by `validate::input_frame`, on the supervisor's side of a
+    /// worker's socket).
+    pub fn call_frame(&mut self, hook: HookName, random_seed: u64, frame: Bytes) -> Result<RawCall, SandboxError> {
+        if !self.info.hooks.contains(&hook) {
+            return Ok(RawCall {
                 result: Err(PluginError::new(
                     ErrorKind::MissingHook,
-                    format!("the plugin does not define {}(ctx, chunk)", input.hook),
+                    format!("the plugin does not define {hook}(ctx, chunk)"),
                 )),
                 log: String::new(),
                 stats: CallStats::default(),
@@ -219,7 +235,7 @@ impl Sandbox {
             &self.core,
             TurnSource::At(self.image.call_src.0, self.image.call_src.1),
             Request::Call(frame),
-            rng_for("call", input.random_seed),
+            rng_for("call", random_seed),
             limits,
         );
         // Restore before anything else, whatever happened.
@@ -245,7 +261,7 @@ impl Sandbox {
         let stats =
             CallStats { wall_us: tr.wall.as_micros() as u64, fuel: tr.fuel_used, memory_bytes: tr.memory_bytes };
         let result = validate::classify(&tr, &self.limits, Phase::Call);
-        Ok(CallOutcome { result, log: tr.log, stats })
+        Ok(RawCall { result, log: tr.log, stats })
     }
 }
 

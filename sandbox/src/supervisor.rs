@@ -25,9 +25,10 @@ use worldloom_plugin_abi::{CallStats, ErrorKind, HookInput, Limits, PluginError,
 
 use crate::error::{SandboxError, SandboxErrorKind};
 use crate::proto::{
-    self, CallOutcome, LimitsKey, LoadOutcome, PluginKey, Request, Response, TestHook, WorkerConfig, WorkerStats,
-    ZygoteReply, ZygoteRequest,
+    self, CallOutcome, LimitsKey, LoadOutcome, Payload, PluginKey, Request, Response, SHARED_RESULT_AT, TestHook,
+    WorkerConfig, WorkerStats, ZygoteReply, ZygoteRequest,
 };
+use crate::shm::SharedMem;
 use crate::validate;
 use crate::{CallReport, CheckReport, DEFAULT_BIOME_COUNT};
 
@@ -56,8 +57,11 @@ pub struct SupervisorConfig {
     pub test_hooks: bool,
 }
 
+/// Longest a request may take to be written to a worker's socket.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Requests between two looks at a worker's resident memory.
-pub const RSS_CHECK_EVERY: u64 = 32;
+pub const RSS_CHECK_EVERY: u64 = 256;
 
 impl SupervisorConfig {
     pub fn new(worker_exe: impl Into<PathBuf>, runtime_dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> Self {
@@ -107,6 +111,9 @@ impl Drop for Zygote {
 
 struct Inner {
     cfg: SupervisorConfig,
+    /// The CPUs the process could use when the supervisor was made: the
+    /// zygote gets all of them, whichever (pinned) thread starts it.
+    cpus: Vec<usize>,
     zygote: Mutex<Option<Zygote>>,
     forks: AtomicU64,
     kills: AtomicU64,
@@ -148,6 +155,7 @@ impl Supervisor {
         Supervisor {
             inner: Arc::new(Inner {
                 cfg,
+                cpus: allowed_cpus(),
                 zygote: Mutex::new(None),
                 forks: AtomicU64::new(0),
                 kills: AtomicU64::new(0),
@@ -175,7 +183,7 @@ impl Supervisor {
 
     /// A handle on a worker process of its own (forked on first use).
     pub fn worker(&self) -> Worker {
-        Worker { inner: self.inner.clone(), conn: None, pending: None, requests: 0 }
+        Worker { inner: self.inner.clone(), conn: None, pending: None, requests: 0, cpu: None, last_worker_us: 0 }
     }
 
     pub fn stats(&self) -> SupervisorStats {
@@ -225,6 +233,13 @@ impl Inner {
         let config = serde_json::to_string(&self.worker_config())
             .map_err(|e| host_err(SandboxErrorKind::Internal, format!("encoding the worker config: {e}")))?;
         let fd = theirs.as_raw_fd();
+        // SAFETY: cpu_set_t is plain data, filled before the fork.
+        let mut mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &c in &self.cpus {
+            // SAFETY: `c` comes from CPU_ISSET over the same set size.
+            unsafe { libc::CPU_SET(c, &mut mask) };
+        }
+        let spread = !self.cpus.is_empty();
         let mut cmd = Command::new(&self.cfg.worker_exe);
         cmd.args(&self.cfg.worker_args)
             .arg(config)
@@ -243,6 +258,10 @@ impl Inner {
             cmd.pre_exec(move || {
                 if libc::dup2(fd, crate::worker::CONTROL_FD) < 0 {
                     return Err(io::Error::last_os_error());
+                }
+                // Not the starting thread's pinning: the whole allowed set.
+                if spread {
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mask);
                 }
                 Ok(())
             });
@@ -323,10 +342,27 @@ impl Inner {
         }
         // SAFETY: a fresh descriptor we own.
         let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
-        let sock = UnixStream::from(fds.remove(0));
+        let mut sock = UnixStream::from(fds.remove(0));
+        let io_err = |what: &str, e: io::Error| host_err(SandboxErrorKind::Io, format!("{what}: {e}"));
+        sock.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(|e| io_err("configuring a worker's socket", e))?;
+        sock.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| io_err("configuring a worker's socket", e))?;
+        let (shared, fd) = SharedMem::create().map_err(|e| io_err("creating the payload memory", e))?;
+        let attached = proto::send_with_fds(&sock, &Request::Attach, &[fd.as_raw_fd()])
+            .and_then(|()| proto::read_frame::<Response>(&mut sock));
+        let c = Conn { pid, pidfd, sock, shared, read_timeout: None };
+        match attached {
+            Ok(Response::Attached) => {}
+            other => {
+                c.kill();
+                return Err(host_err(
+                    SandboxErrorKind::Instantiation,
+                    format!("a new worker did not start: {other:?}"),
+                ));
+            }
+        }
         self.forks.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(pid, elapsed_us = t.elapsed().as_micros() as u64, "sandbox worker forked");
-        Ok(Conn { pid, pidfd, sock })
+        Ok(c)
     }
 
     /// Asks the zygote how `pid` ended (after it died or was killed).
@@ -346,6 +382,10 @@ struct Conn {
     pid: i32,
     pidfd: OwnedFd,
     sock: UnixStream,
+    /// Payload memory shared with this worker.
+    shared: SharedMem,
+    /// The socket's read timeout as last set.
+    read_timeout: Option<Duration>,
 }
 
 impl Conn {
@@ -404,6 +444,9 @@ pub struct Worker {
     /// A replacement being forked in the background after a kill.
     pending: Option<Receiver<Result<Conn, SandboxError>>>,
     requests: u64,
+    /// The CPU the worker process runs on (its caller's, see [`Worker::pin`]).
+    cpu: Option<usize>,
+    last_worker_us: u64,
 }
 
 impl std::fmt::Debug for Worker {
@@ -425,30 +468,93 @@ impl Drop for Worker {
     }
 }
 
+/// Restricts `pid` (0: the calling thread) to one CPU; a failure (a CPU
+/// outside the allowed set) only costs speed and is logged.
+pub fn pin_process(pid: i32, cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if r != 0 {
+        tracing::debug!(pid, cpu, error = %io::Error::last_os_error(), "could not pin to a CPU");
+    }
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![];
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
 /// Reads one frame by an absolute deadline (a worker that dribbles bytes
-/// cannot stretch it).
-fn read_by(sock: &mut UnixStream, deadline: Instant) -> io::Result<Response> {
-    struct ByDeadline<'a>(&'a mut UnixStream, Instant);
+/// cannot stretch it past one more budget): the socket's timeout is the
+/// request's budget (set only when it changes: no system call per request
+/// in the usual case), then whatever is left for any further read.
+fn read_by(conn: &mut Conn, budget: Duration, deadline: Instant) -> io::Result<Response> {
+    struct ByDeadline<'a> {
+        sock: &'a mut UnixStream,
+        deadline: Instant,
+        reads: u32,
+    }
     impl Read for ByDeadline<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let left = self.1.saturating_duration_since(Instant::now());
+            let left = self.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(io::ErrorKind::TimedOut.into());
             }
-            self.0.set_read_timeout(Some(left))?;
-            match self.0.read(buf) {
+            if self.reads > 0 {
+                self.sock.set_read_timeout(Some(left))?;
+            }
+            self.reads += 1;
+            match self.sock.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::ErrorKind::TimedOut.into()),
                 r => r,
             }
         }
     }
-    proto::read_frame(&mut ByDeadline(sock, deadline))
+    let budget = budget.max(Duration::from_millis(1));
+    if conn.read_timeout != Some(budget) {
+        conn.sock.set_read_timeout(Some(budget))?;
+        conn.read_timeout = Some(budget);
+    }
+    // Buffered: the length and the body usually arrive in one read.
+    let mut r = io::BufReader::with_capacity(64 << 10, ByDeadline { sock: &mut conn.sock, deadline, reads: 0 });
+    let answer = proto::read_frame(&mut r);
+    if r.get_ref().reads > 1 {
+        conn.read_timeout = None;
+    }
+    answer
 }
 
 impl Worker {
+    /// Microseconds the worker itself spent on the last call it answered
+    /// (the rest of the call's time is the process boundary).
+    pub fn last_worker_us(&self) -> u64 {
+        self.last_worker_us
+    }
+
     /// The worker's process id, if one is running.
     pub fn pid(&self) -> Option<u32> {
         self.conn.as_ref().map(|c| c.pid as u32)
+    }
+
+    /// Runs the worker process on `cpu` (now and after every replacement).
+    /// A caller that is itself pinned to `cpu` then hands each request to a
+    /// process on its own core: a call costs a local context switch instead
+    /// of a cross-core wake-up (measured in BENCHMARKS.md).
+    pub fn pin(&mut self, cpu: usize) {
+        self.cpu = Some(cpu);
+        if let Some(c) = &self.conn {
+            pin_process(c.pid, cpu);
+        }
     }
 
     fn conn(&mut self) -> Result<&mut Conn, SandboxError> {
@@ -456,8 +562,11 @@ impl Worker {
             let next = match self.pending.take() {
                 Some(rx) => rx.recv().unwrap_or_else(|_| self.inner.fork()),
                 None => self.inner.fork(),
-            };
-            self.conn = Some(next?);
+            }?;
+            if let Some(cpu) = self.cpu {
+                pin_process(next.pid, cpu);
+            }
+            self.conn = Some(next);
         }
         Ok(self.conn.as_mut().expect("set above"))
     }
@@ -486,11 +595,10 @@ impl Worker {
     fn request(&mut self, req: &Request, budget: Duration) -> Result<Response, Failure> {
         let conn = self.conn().map_err(Failure::Host)?;
         let deadline = Instant::now() + budget;
-        let sent = conn
-            .sock
-            .set_write_timeout(Some(budget.max(Duration::from_millis(1))))
-            .and_then(|()| proto::write_frame(&mut conn.sock, req));
-        let answer = sent.and_then(|()| read_by(&mut conn.sock, deadline));
+        // The write timeout is set once per worker (a worker that stops
+        // reading cannot block us past it).
+        let sent = proto::write_frame(&mut conn.sock, req);
+        let answer = sent.and_then(|()| read_by(conn, budget, deadline));
         let pid = conn.pid;
         match answer {
             Ok(resp) => {
@@ -603,7 +711,16 @@ impl Worker {
     pub fn call(&mut self, plugin: PluginRef<'_>, limits: &Limits, input: &HookInput) -> CallReport {
         let key = PluginKey { sha256: plugin.sha256.to_string(), limits: LimitsKey::from(limits) };
         let budget = Duration::from_millis(limits.deadline_ms) + self.grace();
-        let req = Request::Call { key, limits: *limits, input: input.clone() };
+        let frame = match validate::input_frame(input, self.inner.cfg.biome_count, limits) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "invalid input for a plugin call");
+                let error = PluginError::new(ErrorKind::Trap, format!("internal sandbox error: {e}"));
+                return CallReport { result: Err(error), log: String::new(), stats: CallStats::default() };
+            }
+        };
+        let frame = self.payload(frame);
+        let req = Request::Call { key, hook: input.hook, random_seed: input.random_seed, frame };
         let mut answer = self.request(&req, budget);
         if matches!(answer, Ok(Response::Unknown)) {
             let loaded = self.load(plugin, limits);
@@ -669,14 +786,45 @@ impl Worker {
         LoadReport { result, log, stats: out.stats }
     }
 
-    /// Re-validates a worker's call outcome: the body exactly as the host
-    /// validates a guest's result frame.
+    /// An input frame for the worker: in the shared memory when it fits
+    /// (the worker is connected by the time a call is made), else inline.
+    fn payload(&mut self, frame: Vec<u8>) -> Payload {
+        if frame.len() <= SHARED_RESULT_AT
+            && let Ok(c) = self.conn()
+            && c.shared.put(0, &frame)
+        {
+            return Payload::Shared { len: frame.len() as u32 };
+        }
+        Payload::Inline(frame)
+    }
+
+    /// Re-validates a worker's call outcome: the body (copied out of the
+    /// shared memory first) exactly as the host validates a guest's result
+    /// frame.
     fn checked_call(&mut self, out: CallOutcome, limits: &Limits, input: &HookInput) -> CallReport {
         let biome_count = self.inner.cfg.biome_count;
-        let result = match out.result {
+        let body = match out.result {
+            Ok(Payload::Inline(b)) => Ok(b),
+            Ok(Payload::Shared { len }) => {
+                let area = proto::SHARED_BYTES - SHARED_RESULT_AT;
+                match self.conn.as_ref().and_then(|c| c.shared.take(SHARED_RESULT_AT, len as usize)) {
+                    Some(b) if (len as usize) <= area => Ok(b),
+                    _ => {
+                        return CallReport {
+                            result: Err(self.unexpected(Response::HostError("a shared result out of bounds".into()))),
+                            log: String::new(),
+                            stats: CallStats::default(),
+                        };
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let result = match body {
             Ok(body) => validate::hook_output(input.hook, &body, input, biome_count, limits),
             Err(e) => Err(validate::sanitize_error(e)),
         };
+        self.last_worker_us = out.worker_us;
         CallReport { result, log: validate::clip_log(out.log, limits.log_bytes), stats: out.stats }
     }
 }
@@ -687,6 +835,7 @@ fn failed_load(e: PluginError) -> LoadReport {
 
 fn kind_of(r: &Response) -> &'static str {
     match r {
+        Response::Attached => "attached",
         Response::Loaded(_) => "loaded",
         Response::Unknown => "unknown",
         Response::Called(_) => "called",

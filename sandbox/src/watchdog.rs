@@ -90,6 +90,10 @@ struct Entry {
 struct State {
     next_id: u64,
     entries: BTreeMap<u64, Entry>,
+    /// When the thread will next wake up on its own (`None`: not until
+    /// notified). An armed deadline later than this needs no wake-up: calls
+    /// arm and disarm without waking the thread, except after a quiet spell.
+    wake_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -150,8 +154,11 @@ impl Watchdog {
         let id = st.next_id;
         st.next_id += 1;
         st.entries.insert(id, Entry { deadline, cell, fired: fired.clone() });
+        let wake = st.wake_at.is_none_or(|w| deadline < w);
         drop(st);
-        self.shared.cv.notify_one();
+        if wake {
+            self.shared.cv.notify_one();
+        }
         Ok(Armed { dog: self, id, fired })
     }
 }
@@ -190,6 +197,7 @@ fn run(shared: &Shared) {
             }
             next = Some(next.map_or(e.deadline, |n: Instant| n.min(e.deadline)));
         }
+        st.wake_at = next;
         st = match next {
             Some(n) => {
                 let wait = n.saturating_duration_since(Instant::now()).max(Duration::from_micros(100));

@@ -30,9 +30,10 @@ use std::time::Instant;
 use worldloom_plugin_abi::Limits;
 
 use crate::proto::{
-    self, ForbiddenCall, LimitsKey, LoadOutcome, PluginKey, Request, Response, TestHook, WorkerConfig, WorkerStats,
-    ZygoteReply, ZygoteRequest,
+    self, CallOutcome, ForbiddenCall, LimitsKey, LoadOutcome, Payload, PluginKey, Request, Response, SHARED_BYTES,
+    SHARED_RESULT_AT, TestHook, WorkerConfig, WorkerStats, ZygoteReply, ZygoteRequest,
 };
+use crate::shm::SharedMem;
 use crate::{Engine, LoadFailure, Sandbox, SandboxConfig};
 
 /// The descriptor on which a zygote finds its control socket.
@@ -239,6 +240,8 @@ struct WorkerState<'a> {
     warm: Vec<Warm>,
     warm_bytes: u64,
     evictions: u64,
+    /// Payload memory shared with the supervisor (after `Attach`).
+    shared: Option<SharedMem>,
 }
 
 impl WorkerState<'_> {
@@ -304,13 +307,39 @@ impl WorkerState<'_> {
                     Err(LoadFailure::Host(e)) => Response::HostError(e.to_string()),
                 }
             }
-            Request::Call { key, limits: _, input } => match self.find(&key) {
-                None => Response::Unknown,
-                Some(s) => match s.try_call_raw(&input) {
-                    Ok(out) => Response::Called(out),
-                    Err(e) => Response::HostError(e.to_string()),
-                },
-            },
+            Request::Attach => Response::HostError("the payload memory comes with a descriptor".into()),
+            Request::Call { key, hook, random_seed, frame } => {
+                let frame = match frame {
+                    Payload::Inline(b) => b,
+                    Payload::Shared { len } => match self.shared.as_ref().and_then(|m| m.take(0, len as usize)) {
+                        Some(b) if (len as usize) <= SHARED_RESULT_AT => b,
+                        _ => return Response::HostError("a shared input frame out of bounds".into()),
+                    },
+                };
+                let shared = self.shared.as_ref().map(|m| m as *const SharedMem);
+                match self.find(&key) {
+                    None => Response::Unknown,
+                    Some(s) => match s.call_frame(hook, random_seed, frame.into()) {
+                        Ok(raw) => {
+                            let result = raw.result.map(|body| {
+                                // SAFETY: `shared` points at self.shared, alive for this call.
+                                let mem = shared.map(|m| unsafe { &*m });
+                                match mem {
+                                    Some(m)
+                                        if body.len() <= SHARED_BYTES - SHARED_RESULT_AT
+                                            && m.put(SHARED_RESULT_AT, &body) =>
+                                    {
+                                        Payload::Shared { len: body.len() as u32 }
+                                    }
+                                    _ => Payload::Inline(body),
+                                }
+                            });
+                            Response::Called(CallOutcome { result, log: raw.log, stats: raw.stats, worker_us: 0 })
+                        }
+                        Err(e) => Response::HostError(e.to_string()),
+                    },
+                }
+            }
             Request::Check { name, source, limits } => {
                 let r = self.engine(&limits).check(&name, &source);
                 match (r.host_error, r.info, r.error) {
@@ -343,11 +372,34 @@ fn worker_main(engine: &Arc<Engine>, cfg: &WorkerConfig, sock: UnixStream, zygot
         let _ = proto::write_frame(&mut s, &Response::HostError(format!("the worker could not confine itself: {e}")));
         return 3;
     }
-    let mut state =
-        WorkerState { base: engine, cfg, engines: HashMap::new(), warm: Vec::new(), warm_bytes: 0, evictions: 0 };
+    let mut state = WorkerState {
+        base: engine,
+        cfg,
+        engines: HashMap::new(),
+        warm: Vec::new(),
+        warm_bytes: 0,
+        evictions: 0,
+        shared: None,
+    };
     let mut s = &sock;
+    // The first request brings the shared payload memory.
+    match proto::recv_with_fds::<Request>(&sock, 1) {
+        Ok((Request::Attach, mut fds)) if fds.len() == 1 => match SharedMem::attach(fds.remove(0)) {
+            Ok(m) => state.shared = Some(m),
+            Err(e) => {
+                let _ = proto::write_frame(&mut s, &Response::HostError(format!("mapping the payload memory: {e}")));
+                return 3;
+            }
+        },
+        _ => return 3,
+    }
+    if proto::write_frame(&mut s, &Response::Attached).is_err() {
+        return 0;
+    }
+    // Buffered: a request's length and body arrive in one read.
+    let mut reader = io::BufReader::with_capacity(64 << 10, &sock);
     loop {
-        let req = match proto::read_frame::<Request>(&mut s) {
+        let req = match proto::read_frame::<Request>(&mut reader) {
             Ok(r) => r,
             Err(_) => return 0,
         };
@@ -363,7 +415,11 @@ fn worker_main(engine: &Arc<Engine>, cfg: &WorkerConfig, sock: UnixStream, zygot
             }
             _ => {}
         }
-        let resp = state.handle(req);
+        let t = Instant::now();
+        let mut resp = state.handle(req);
+        if let Response::Called(out) = &mut resp {
+            out.worker_us = t.elapsed().as_micros() as u64;
+        }
         if proto::write_frame(&mut s, &resp).is_err() {
             return 0;
         }

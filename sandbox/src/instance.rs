@@ -114,17 +114,24 @@ const SENTINEL: i64 = 0x5eed_f00d_1234_5678;
 
 /// The address of `global`'s storage in the store (wasmer has no public
 /// accessor): set it to a sentinel and find the one store global holding it.
-fn global_storage(store: &mut Store, global: &Global) -> Result<NonNull<i64>, SandboxError> {
+/// Also checks the store keeps globals in module order (a reset restores
+/// them by index): the fuel global must sit at `expected_index`.
+fn global_storage(store: &mut Store, global: &Global, expected_index: usize) -> Result<NonNull<i64>, SandboxError> {
     let old = global.get(store);
     global.set(store, Value::I64(SENTINEL)).map_err(|e| SandboxError::internal(format!("metering global: {e}")))?;
     let mut found = None;
-    for g in store.objects_mut().as_sys().iter_globals() {
+    for (i, g) in store.objects_mut().as_sys().iter_globals().enumerate() {
         let p = g.vmglobal().as_ptr().cast::<i64>();
         // SAFETY: every store global's definition is valid while the store
         // lives; an 8-byte read of its first field.
         if unsafe { p.read() } == SENTINEL {
             if found.is_some() {
                 return Err(SandboxError::internal("two globals hold the metering sentinel"));
+            }
+            if i != expected_index {
+                return Err(SandboxError::internal(format!(
+                    "the store keeps the fuel global at {i}, not at its module index {expected_index}"
+                )));
             }
             found = NonNull::new(p);
         }
@@ -160,7 +167,8 @@ impl Live {
             ex.get_global(metering::THROW_FRAMES).map_err(|e| inst_err("metering export")(e.to_string()))?.clone();
         // SAFETY: the global lives in this instance's VMContext, which lives
         // (and moves) with this `Live`; it is an aligned i64.
-        let fuel = unsafe { FuelCell::new(global_storage(&mut store, &remaining)?) };
+        let fuel_index = core.restored_globals - metering::RESTORED_GLOBALS;
+        let fuel = unsafe { FuelCell::new(global_storage(&mut store, &remaining, fuel_index)?) };
         {
             let h = host.as_mut(&mut store);
             h.memory = Some(memory.clone());

@@ -155,3 +155,21 @@ fn run_exit_codes_tell_plugin_failures_from_usage_errors() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+#[test]
+fn check_shows_what_a_plugin_printed_or_declared_without_terminal_control_characters() {
+    let dir = TempDir::new("cli-escape");
+    // At load: clears the screen and writes red text, declares a parameter
+    // whose doc reverses the line, and raises with an escape in its message.
+    let src = "print('\\x1b[2J\\x1b[31mgotcha')\n\
+               PARAMS = {'p': {'default': 1, 'doc': 'ok'}}\n\
+               def terrain(ctx, chunk):\n    return chunk\n\
+               raise ValueError('\\x1b]0;owned\\x07 \\u202e reversed')\n";
+    let f = write(&dir, "escape.py", src);
+    let out = worldloom(&["plugin", "check", &f]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{202e}'), "{text:?}");
+    assert!(text.contains("\\u{1b}[2J"), "{text}");
+    assert!(text.contains("\\u{202e}"), "{text}");
+}

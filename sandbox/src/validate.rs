@@ -669,5 +669,15 @@ mod tests {
         assert!(e.message.contains("min/max"), "{}", e.message);
         let e = manifest(br#"{"hooks":["biome"],"params":{"1s":{"default":1}}}"#).unwrap_err();
         assert!(e.message.contains("identifier"), "{}", e.message);
+        // PARAMS names: at most 64 characters; text without control or bidi characters.
+        let long = format!(r#"{{"hooks":["biome"],"params":{{"{}":{{"default":1}}}}}}"#, "p".repeat(65));
+        let e = manifest(long.as_bytes()).unwrap_err();
+        assert!(e.message.contains("at most 64 characters"), "{}", e.message);
+        let ok = format!(r#"{{"hooks":["biome"],"params":{{"{}":{{"default":1}}}}}}"#, "p".repeat(64));
+        assert!(manifest(ok.as_bytes()).is_ok());
+        let e = manifest(br#"{"hooks":["biome"],"params":{"p":{"default":"\u001b[2J"}}}"#).unwrap_err();
+        assert!(e.message.contains("U+001B"), "{}", e.message);
+        let e = manifest(br#"{"hooks":["biome"],"params":{"p":{"default":1,"doc":"a\u202eb"}}}"#).unwrap_err();
+        assert!(e.message.contains("U+202E"), "{}", e.message);
     }
 }

@@ -13,13 +13,16 @@ use actix::Actor;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use worldloom_cluster::config::Config;
+use worldloom_cluster::metrics::{InFlight, Metrics};
 use worldloom_cluster::placement::NodeId;
+use worldloom_cluster::protocol::NodeHello;
 use worldloom_cluster::storage;
 use worldloom_coordinator::Coordinator;
-use worldloom_coordinator::actor::{CoordinatorActor, Join, NodeHandle};
+use worldloom_coordinator::actor::{CoordinatorActor, Join, NodeLink};
 use worldloom_coordinator::http::{self, AppState};
 use worldloom_node::actor::NodeActor;
 use worldloom_node::plugins::SandboxRuntime;
+use worldloom_node::server::NodeState;
 use worldloom_node::{Node, PluginRuntime};
 use worldloom_sandbox::{Supervisor, SupervisorConfig};
 
@@ -90,13 +93,77 @@ pub fn supervisor(config: &Config, workers: usize) -> anyhow::Result<Supervisor>
 
 /// The plugin runtime for a node of `config`: sandbox worker processes.
 pub fn sandbox_runtime(config: &Config) -> anyhow::Result<Arc<SandboxRuntime>> {
-    Ok(Arc::new(SandboxRuntime::new(supervisor(config, config.worker_count())?, config.limits)))
+    Ok(Arc::new(SandboxRuntime::new(supervisor(config, config.worker_count())?)))
+}
+
+/// What runs in one server process.
+pub enum Role {
+    /// `worldloom serve`: a coordinator and one in-process node.
+    Embedded(Arc<dyn PluginRuntime>),
+    /// `worldloom coordinator`: the public API; nodes join by heartbeat.
+    Coordinator,
+    /// `worldloom node`: generation for the coordinators at these URLs.
+    Node(NodeRole),
+}
+
+/// How a node process joins its cluster.
+pub struct NodeRole {
+    pub runtime: Arc<dyn PluginRuntime>,
+    /// Coordinator base URLs (`http://HOST:PORT`).
+    pub coordinators: Vec<String>,
+    /// Stable identity (on Kubernetes, the StatefulSet pod name).
+    pub id: String,
+    /// Where coordinators reach this node; default `http://` + the bound address.
+    pub advertise: Option<String>,
+    /// The sandbox is ready (its engine loaded).
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The cluster protocol version the node announces: `PROTOCOL_VERSION`
+    /// except when testing how coordinators refuse another version.
+    pub protocol: u32,
+    /// Called once if a coordinator refuses this node for good (another
+    /// protocol version, a wrong secret); the binary exits with the message.
+    pub on_refused: Box<dyn FnOnce(String) + Send>,
+}
+
+fn cluster_secret(config: &Config) -> anyhow::Result<String> {
+    match &config.cluster.secret {
+        Some(s) if s.len() >= 16 => Ok(s.clone()),
+        Some(_) => anyhow::bail!("cluster.secret must be at least 16 characters"),
+        None => anyhow::bail!(
+            "the cluster roles need a shared secret: set cluster.secret in the configuration or \
+             WORLDLOOM_CLUSTER__SECRET in the environment (the same on every coordinator and node)"
+        ),
+    }
+}
+
+/// The storage a cluster role may use: shared by every process.
+fn check_cluster_storage(config: &Config) -> anyhow::Result<()> {
+    if config.data.starts_with("memory://") {
+        anyhow::bail!(
+            "memory:// storage lives inside one process, so coordinators and nodes could not share it; \
+             use s3://BUCKET/PREFIX (or fs://PATH when every process runs on this one machine)"
+        );
+    }
+    Ok(())
 }
 
 /// Starts the embedded server: a coordinator and one in-process node.
 pub fn start(config: Config, runtime: Arc<dyn PluginRuntime>) -> anyhow::Result<RunningServer> {
+    start_role(config, Role::Embedded(runtime))
+}
+
+/// Starts a server of any role on its own thread.
+pub fn start_role(config: Config, role: Role) -> anyhow::Result<RunningServer> {
+    let secret = match &role {
+        Role::Embedded(_) => config.cluster.secret.clone().unwrap_or_default(),
+        Role::Coordinator | Role::Node(_) => {
+            check_cluster_storage(&config)?;
+            cluster_secret(&config)?
+        }
+    };
     let store = storage::open(&config.data, &config.s3).map_err(|e| anyhow::anyhow!("{e}"))?;
     let server_store = store.clone();
+    let metrics = Metrics::new(!matches!(role, Role::Coordinator), !matches!(role, Role::Node(_)));
     let (ready_tx, ready_rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("worldloom-server".into())
@@ -105,34 +172,96 @@ pub fn start(config: Config, runtime: Arc<dyn PluginRuntime>) -> anyhow::Result<
             let server = system.block_on(async {
                 let config = Arc::new(config);
                 let store = server_store;
-                let node = Node::start(store.clone(), runtime, config.worker_count());
-                let node = NodeActor::new(node).start();
-                let actor = CoordinatorActor::default().start();
-                actor
-                    .send(Join {
-                        id: NodeId("local".into()),
-                        handle: NodeHandle { generate: node.clone().recipient(), check: node.recipient() },
-                    })
-                    .await
-                    .context("registering the local node")?;
-                let coordinator = Coordinator::open(store, actor, config.clone())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("opening the world registry: {e}"))?;
-                let state = web::Data::new(AppState { coordinator });
+                worldloom_cluster::install_tls_provider();
+                let client = reqwest::Client::builder()
+                    .pool_idle_timeout(std::time::Duration::from_secs(90))
+                    .build()
+                    .context("building the HTTP client")?;
                 let limit = config.max_body_bytes;
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(state.clone())
-                        .app_data(web::PayloadConfig::new(limit))
-                        .wrap(http::json_errors())
-                        .configure(http::configure)
-                })
-                // Streams are long-lived: on shutdown give them a few seconds, not the default 30.
-                .shutdown_timeout(5)
-                .bind(config.listen)
-                .with_context(|| format!("binding {}", config.listen))?;
-                let addr = server.addrs().first().copied().context("the server bound no address")?;
-                anyhow::Ok((server.run(), addr))
+                let server = match role {
+                    Role::Embedded(_) | Role::Coordinator => {
+                        let timeout = std::time::Duration::from_millis(config.cluster.node_timeout_ms);
+                        let cm = metrics.coordinator();
+                        let actor = CoordinatorActor::new(timeout, client, secret, cm.live_nodes.clone()).start();
+                        if let Role::Embedded(runtime) = role {
+                            let node = Node::start(store.clone(), runtime, config.worker_count(), metrics.node());
+                            let node = NodeActor::new(node).start();
+                            actor
+                                .send(Join { id: NodeId("local".into()), link: NodeLink::Local(node.recipient()) })
+                                .await
+                                .context("registering the local node")?;
+                        }
+                        let coordinator = Coordinator::open(store, actor, config.clone(), cm.clone())
+                            .await
+                            .map_err(|e| anyhow::anyhow!("opening the world registry: {e}"))?;
+                        let state = web::Data::new(AppState { coordinator, metrics: metrics.clone() });
+                        let server = HttpServer::new(move || {
+                            let inflight = cm.inflight.clone();
+                            App::new()
+                                .app_data(state.clone())
+                                .app_data(web::PayloadConfig::new(limit))
+                                .wrap(http::json_errors())
+                                .wrap_fn(move |req, srv| {
+                                    use actix_web::dev::Service as _;
+                                    let counted = InFlight::new(&inflight);
+                                    let fut = srv.call(req);
+                                    async move {
+                                        let res = fut.await;
+                                        drop(counted);
+                                        res
+                                    }
+                                })
+                                .configure(http::configure)
+                        })
+                        // Streams are long-lived: on shutdown give them a few seconds, not the default 30.
+                        .shutdown_timeout(5)
+                        .bind(config.listen)
+                        .with_context(|| format!("binding {}", config.listen))?;
+                        let addr = server.addrs().first().copied().context("the server bound no address")?;
+                        (server.run(), addr)
+                    }
+                    Role::Node(n) => {
+                        let node = Node::start(store, n.runtime, config.worker_count(), metrics.node());
+                        let state = web::Data::new(NodeState {
+                            node: node.clone(),
+                            id: n.id.clone(),
+                            secret: secret.clone(),
+                            ready: n.ready.clone(),
+                            metrics: metrics.clone(),
+                        });
+                        let server = HttpServer::new(move || {
+                            App::new().app_data(state.clone()).configure(worldloom_node::server::configure)
+                        })
+                        .shutdown_timeout(5)
+                        .bind(config.listen)
+                        .with_context(|| format!("binding {}", config.listen))?;
+                        let addr = server.addrs().first().copied().context("the server bound no address")?;
+                        let url = n.advertise.clone().unwrap_or_else(|| format!("http://{addr}"));
+                        let (id, ready, workers) = (n.id.clone(), n.ready.clone(), node.workers() as u32);
+                        let protocol = n.protocol;
+                        let hello = move || NodeHello {
+                            protocol,
+                            id: NodeId(id.clone()),
+                            url: url.clone(),
+                            ready: ready(),
+                            workers,
+                        };
+                        let interval = std::time::Duration::from_millis(config.cluster.heartbeat_ms);
+                        let (coordinators, on_refused) = (n.coordinators, n.on_refused);
+                        actix_web::rt::spawn(async move {
+                            let why =
+                                worldloom_node::server::heartbeats(client, coordinators, secret, hello, interval).await;
+                            let message = match why {
+                                worldloom_node::server::Refused::Protocol(m)
+                                | worldloom_node::server::Refused::Secret(m) => m,
+                            };
+                            tracing::error!(%message, "a coordinator refused this node");
+                            on_refused(message);
+                        });
+                        (server.run(), addr)
+                    }
+                };
+                anyhow::Ok(server)
             });
             let (server, addr) = match server {
                 Ok(s) => s,

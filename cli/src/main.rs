@@ -33,10 +33,51 @@ enum Command {
         #[arg(long, global = true)]
         data: Option<String>,
     },
+    /// Check a configuration (the --config file and WORLDLOOM_* variables).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Verify the plugin runtime and compile it into the cache (once per machine).
     Runtime {
         #[command(subcommand)]
         command: RuntimeCommand,
+    },
+    /// Run a coordinator: the public HTTP/WebSocket API; generation nodes join it.
+    Coordinator {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Storage URI shared with the nodes: s3://BUCKET/PREFIX (fs://PATH when all run on one machine).
+        #[arg(long)]
+        data: Option<String>,
+    },
+    /// Run a generation node for one or more coordinators.
+    Node {
+        /// Coordinator base URLs, comma-separated (http://HOST:PORT[,...]); an entry
+        /// dns+http://NAME:PORT means every address NAME resolves to, looked up again
+        /// every heartbeat (on Kubernetes: the coordinators' headless Service).
+        #[arg(long, value_delimiter = ',', required = true)]
+        coordinator: Vec<String>,
+        /// Address to listen on for coordinators' requests [default: 127.0.0.1:8080].
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Storage URI, the same as the coordinators'.
+        #[arg(long)]
+        data: Option<String>,
+        /// Stable node id (regions return to it after a restart) [default: $POD_NAME or the host name].
+        #[arg(long)]
+        id: Option<String>,
+        /// URL coordinators reach this node at [default: http:// + the bound address].
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Generation worker threads [default: one per core].
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Announce this cluster protocol version instead of this build's
+        /// (only to test that coordinators refuse other versions).
+        #[arg(long, hide = true)]
+        speak_protocol: Option<u32>,
     },
     /// Run the embedded server: a coordinator and one in-process node.
     Serve {
@@ -92,6 +133,12 @@ enum TokenCommand {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load and validate the configuration; print what it resolves to (secrets hidden). Exit 0 or 1.
+    Check,
+}
+
+#[derive(Subcommand)]
 enum RuntimeCommand {
     /// Verify the runtime artifacts and compile them into the cache if needed.
     Prepare,
@@ -130,7 +177,7 @@ fn main() -> std::process::ExitCode {
         std::process::exit(worldloom_sandbox::worker::zygote_main(config));
     }
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Command::Serve { .. });
+    let serving = matches!(cli.command, Command::Serve { .. } | Command::Coordinator { .. } | Command::Node { .. });
     if !serving {
         // A command-line tool piped into `head` should stop quietly, like any
         // Unix tool; the server keeps Rust's default (EPIPE as an error) for sockets.
@@ -177,6 +224,60 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             // Tests and scripts read this line to find the port.
             println!("worldloom listening on http://{}", server.addr);
             tracing::info!(addr = %server.addr, data = %config.data, "serving");
+            server.wait()?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Coordinator { listen, data } => {
+            let mut config = load_config(cli.config.as_deref())?;
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            if let Some(d) = data {
+                config.data = d;
+            }
+            let server = worldloom_cli::start_role(config.clone(), worldloom_cli::Role::Coordinator)
+                .context("starting the coordinator")?;
+            println!("worldloom coordinator listening on http://{}", server.addr);
+            tracing::info!(addr = %server.addr, data = %config.data, "coordinating");
+            server.wait()?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Node { coordinator, listen, data, id, advertise, workers, speak_protocol } => {
+            let mut config = load_config(cli.config.as_deref())?;
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            if let Some(d) = data {
+                config.data = d;
+            }
+            if let Some(w) = workers {
+                config.workers = w;
+            }
+            let id = id
+                .or_else(|| std::env::var("POD_NAME").ok())
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+                .filter(|s| !s.is_empty())
+                .context("no node id: pass --id NAME")?;
+            let runtime = worldloom_cli::sandbox_runtime(&config)?;
+            let supervisor = runtime.supervisor().clone();
+            // Load the engine before taking work: the node reports ready once it has.
+            supervisor.prestart();
+            let role = worldloom_cli::NodeRole {
+                runtime,
+                coordinators: coordinator,
+                id: id.clone(),
+                advertise,
+                protocol: speak_protocol.unwrap_or(worldloom_cluster::protocol::PROTOCOL_VERSION),
+                ready: std::sync::Arc::new(move || supervisor.ready()),
+                on_refused: Box::new(|message| {
+                    eprintln!("error: {message}");
+                    std::process::exit(2);
+                }),
+            };
+            let server = worldloom_cli::start_role(config.clone(), worldloom_cli::Role::Node(role))
+                .context("starting the node")?;
+            println!("worldloom node {id} listening on http://{}", server.addr);
+            tracing::info!(addr = %server.addr, data = %config.data, "generating");
             server.wait()?;
             Ok(std::process::ExitCode::SUCCESS)
         }
@@ -230,6 +331,12 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 anyhow::Ok(())
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Config { command: ConfigCommand::Check } => {
+            let config = load_config(cli.config.as_deref())?;
+            println!("{config:#?}");
+            eprintln!("configuration is valid");
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Runtime { command: RuntimeCommand::Prepare } => {

@@ -195,6 +195,7 @@ pub fn run(worker: &mut Worker, limits: &Limits, args: RunArgs<'_>) -> anyhow::R
         seed: args.seed,
         params: Params::default(),
         plugins: vec![plugin.clone()],
+        limits: *limits,
     };
     let defines = info.hooks.contains(&hook);
     let mut all_ok = true;

@@ -79,6 +79,38 @@ impl Default for SandboxSettings {
     }
 }
 
+/// How coordinators and nodes find and trust each other.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Shared secret every coordinator and node presents on the internal
+    /// endpoints (heartbeats, node requests); required by the cluster roles.
+    pub secret: Option<String>,
+    /// How often a node sends its heartbeat to each coordinator, ms.
+    pub heartbeat_ms: u64,
+    /// A node not heard from for this long is removed and its regions move, ms.
+    pub node_timeout_ms: u64,
+    /// Nodes a chunk request is tried on before it fails.
+    pub attempts: u32,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("node_timeout_ms", &self.node_timeout_ms)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self { secret: None, heartbeat_ms: 1000, node_timeout_ms: 3000, attempts: 3 }
+    }
+}
+
 /// Everything an operator can set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -104,6 +136,7 @@ pub struct Config {
     pub stream: StreamSettings,
     pub workshop: WorkshopSettings,
     pub sandbox: SandboxSettings,
+    pub cluster: ClusterSettings,
 }
 
 impl Default for Config {
@@ -121,6 +154,7 @@ impl Default for Config {
             stream: StreamSettings::default(),
             workshop: WorkshopSettings::default(),
             sandbox: SandboxSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -179,6 +213,9 @@ impl Config {
             ("sandbox.warm_memory_bytes", self.sandbox.warm_memory_bytes >= 64 << 20),
             ("sandbox.warm_per_worker", (1..=256).contains(&self.sandbox.warm_per_worker)),
             ("sandbox.grace_ms", (1..=60_000).contains(&self.sandbox.grace_ms)),
+            ("cluster.heartbeat_ms", (10..=60_000).contains(&self.cluster.heartbeat_ms)),
+            ("cluster.node_timeout_ms", self.cluster.node_timeout_ms > self.cluster.heartbeat_ms),
+            ("cluster.attempts", (1..=10).contains(&self.cluster.attempts)),
         ] {
             if !ok {
                 return Err(Error::invalid(field, format!("{field} is out of range")));

@@ -1,9 +1,9 @@
 //! The cluster's error type: a small `Copy` kind plus a message and the field at fault.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What kind of failure, stable across versions; the HTTP layer maps it to a status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The named thing does not exist.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use worldloom_plugin_abi::{ErrorKind as PluginErrorKind, HookName, RuntimeKind, Value};
+use worldloom_plugin_abi::{ErrorKind as PluginErrorKind, HookName, Limits, RuntimeKind, Value};
 use worldloom_worldgen::{CHUNK_SIZE, Chunk, Feature, Layers, Params};
 
 use crate::ids::WorldId;
@@ -35,12 +35,47 @@ pub struct WorldRecord {
     pub owner: Option<String>,
     pub created_unix_s: u64,
     pub updated_unix_s: u64,
+    /// The plugin limits every node applies to this world (set when it was
+    /// created): a plugin's outcome depends on them, so they are part of the
+    /// world, not of each process's configuration.
+    pub limits: Limits,
+}
+
+/// Version 1 of [`WorldRecord`]: no limits (it ran under the defaults).
+#[derive(Deserialize)]
+struct WorldRecordV1 {
+    id: WorldId,
+    name: String,
+    seed: u64,
+    params: Params,
+    plugins: Vec<AttachedPlugin>,
+    revision: u32,
+    owner: Option<String>,
+    created_unix_s: u64,
+    updated_unix_s: u64,
 }
 
 impl Versioned for WorldRecord {
     const KIND: Kind = Kind::World;
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
     const NAME: &'static str = "world";
+
+    fn decode_older(version: u8, body: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        (version == 1).then(|| {
+            crate::wire::body::<WorldRecordV1>(body).map(|v| WorldRecord {
+                id: v.id,
+                name: v.name,
+                seed: v.seed,
+                params: v.params,
+                plugins: v.plugins,
+                revision: v.revision,
+                owner: v.owner,
+                created_unix_s: v.created_unix_s,
+                updated_unix_s: v.updated_unix_s,
+                limits: Limits::default(),
+            })
+        })
+    }
 }
 
 impl WorldRecord {
@@ -52,6 +87,7 @@ impl WorldRecord {
             seed: self.seed,
             params: self.params,
             plugins: self.plugins.clone(),
+            limits: self.limits,
         }
     }
 }
@@ -65,6 +101,8 @@ pub struct GenSpec {
     pub seed: u64,
     pub params: Params,
     pub plugins: Vec<AttachedPlugin>,
+    /// The limits every plugin call of this world runs under.
+    pub limits: Limits,
 }
 
 /// A plugin hook that failed while generating a chunk; the chunk is served without its effect.
@@ -75,6 +113,27 @@ pub struct PluginFailure {
     pub hook: HookName,
     pub kind: PluginErrorKind,
     pub message: String,
+    /// Not a function of the inputs (see `PluginError::transient`): a chunk
+    /// with such a failure is served but never stored.
+    pub transient: bool,
+}
+
+/// Version 1 of [`PluginFailure`] (every failure was treated as part of the chunk).
+#[derive(Deserialize)]
+struct PluginFailureV1 {
+    plugin: String,
+    version: String,
+    hook: HookName,
+    kind: PluginErrorKind,
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct ChunkRecordV1 {
+    world: WorldId,
+    revision: u32,
+    chunk: Chunk,
+    plugin_failures: Vec<PluginFailureV1>,
 }
 
 /// A generated chunk of one world revision, as stored and streamed.
@@ -88,8 +147,38 @@ pub struct ChunkRecord {
 
 impl Versioned for ChunkRecord {
     const KIND: Kind = Kind::Chunk;
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
     const NAME: &'static str = "chunk";
+
+    fn decode_older(version: u8, body: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        (version == 1).then(|| {
+            crate::wire::body::<ChunkRecordV1>(body).map(|v| ChunkRecord {
+                world: v.world,
+                revision: v.revision,
+                chunk: v.chunk,
+                plugin_failures: v
+                    .plugin_failures
+                    .into_iter()
+                    .map(|f| PluginFailure {
+                        plugin: f.plugin,
+                        version: f.version,
+                        hook: f.hook,
+                        kind: f.kind,
+                        message: f.message,
+                        transient: false,
+                    })
+                    .collect(),
+            })
+        })
+    }
+}
+
+impl ChunkRecord {
+    /// Whether this chunk may be stored as its world revision's truth: no
+    /// plugin failure in it depends on anything but its inputs.
+    pub fn is_deterministic(&self) -> bool {
+        !self.plugin_failures.iter().any(|f| f.transient)
+    }
 }
 
 /// The JSON form of a chunk: layers as `[x][z]` nested arrays.

@@ -2,8 +2,13 @@
 //! by URI scheme: `fs://PATH` (default), `memory://`, `s3://BUCKET/PREFIX`.
 //!
 //! Invariants every backend keeps: a `put` is atomic (a reader sees the old
-//! object or the new one, never a torn one), and `put_new` creates an object
-//! only if absent, with exactly one winner among concurrent writers.
+//! object or the new one, never a torn one); `put_new` creates an object
+//! only if absent, with exactly one winner among concurrent writers; and
+//! `put_if` replaces an object only if it is still the version the writer
+//! read (compare-and-swap), with exactly one winner among writers that read
+//! the same version - across processes: S3 with `If-None-Match` / `If-Match`
+//! on its ETags, the filesystem with a lock file every process on the
+//! machine takes, memory with a lock (one process).
 
 use std::fmt;
 use std::path::Path;
@@ -75,15 +80,25 @@ impl fmt::Display for Key {
     }
 }
 
+/// Which version of an object a reader saw: the backend's ETag (S3) or a
+/// digest of the content (fs, memory). Opaque; only compared.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Version(pub String);
+
 /// The storage the cluster needs, and nothing more.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// The object, or `None` if there is none.
     async fn get(&self, key: &Key) -> Result<Option<Bytes>>;
+    /// The object and the version read, for a later [`ObjectStore::put_if`].
+    async fn get_versioned(&self, key: &Key) -> Result<Option<(Bytes, Version)>>;
     /// Creates or atomically replaces the object.
     async fn put(&self, key: &Key, value: Bytes) -> Result<()>;
     /// Creates the object only if absent; `false` if it already existed.
     async fn put_new(&self, key: &Key, value: Bytes) -> Result<bool>;
+    /// Replaces the object only if it is still at `expected`; `false` if it
+    /// changed (or vanished) since it was read.
+    async fn put_if(&self, key: &Key, value: Bytes, expected: &Version) -> Result<bool>;
     /// Keys of every object below `prefix` (recursively), sorted.
     async fn list(&self, prefix: &Key) -> Result<Vec<Key>>;
     async fn delete(&self, key: &Key) -> Result<()>;
@@ -105,6 +120,32 @@ pub async fn put_value<T: Versioned>(store: &dyn ObjectStore, key: &Key, value: 
 
 pub async fn put_new_value<T: Versioned>(store: &dyn ObjectStore, key: &Key, value: &T) -> Result<bool> {
     store.put_new(key, Bytes::from(wire::encode(value))).await
+}
+
+/// A value and the version it was read at.
+pub async fn get_value_versioned<T: Versioned>(store: &dyn ObjectStore, key: &Key) -> Result<Option<(T, Version)>> {
+    match store.get_versioned(key).await? {
+        None => Ok(None),
+        Some((bytes, v)) => {
+            let value = wire::decode(&bytes).map_err(|e| Error::internal(format!("{key}: {}", e.message)))?;
+            Ok(Some((value, v)))
+        }
+    }
+}
+
+pub async fn put_value_if<T: Versioned>(
+    store: &dyn ObjectStore,
+    key: &Key,
+    value: &T,
+    expected: &Version,
+) -> Result<bool> {
+    store.put_if(key, Bytes::from(wire::encode(value)), expected).await
+}
+
+/// The content digest that stands for a version where the backend has no ETag.
+fn digest_version(bytes: &[u8]) -> Version {
+    use sha2::Digest;
+    Version(hex::encode(&sha2::Sha256::digest(bytes)[..16]))
 }
 
 /// Settings for the S3 backend; unset fields fall back to the usual AWS
@@ -129,13 +170,72 @@ impl fmt::Debug for S3Settings {
     }
 }
 
+/// How conditional writes are made atomic.
+#[derive(Debug)]
+enum Conditional {
+    /// The backend checks (S3: `If-None-Match: *`, `If-Match: ETAG`).
+    Native,
+    /// One process: a lock around check-then-write (memory).
+    InProcess(tokio::sync::Mutex<()>),
+    /// Every process on the machine: an `flock` on this file around
+    /// check-then-write, plus the in-process lock (fs).
+    LockFile(std::path::PathBuf, tokio::sync::Mutex<()>),
+}
+
+/// Holds the conditional-write lock while alive.
+struct CondGuard<'a> {
+    _local: Option<tokio::sync::MutexGuard<'a, ()>>,
+    _file: Option<std::fs::File>,
+}
+
+impl Conditional {
+    async fn lock(&self) -> Result<CondGuard<'_>> {
+        match self {
+            Conditional::Native => Ok(CondGuard { _local: None, _file: None }),
+            Conditional::InProcess(m) => Ok(CondGuard { _local: Some(m.lock().await), _file: None }),
+            Conditional::LockFile(path, m) => {
+                let local = m.lock().await;
+                let path = path.clone();
+                let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+                    use std::os::fd::AsRawFd;
+                    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+                    // SAFETY: a plain flock on a descriptor we own; released when it closes.
+                    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(f)
+                })
+                .await
+                .map_err(|_| Error::internal("the storage lock task failed"))?
+                .map_err(|e| Error::unavailable(format!("storage: locking for a conditional write: {e}")))?;
+                Ok(CondGuard { _local: Some(local), _file: Some(file) })
+            }
+        }
+    }
+}
+
 /// The OpenDAL-backed store.
 #[derive(Debug)]
 pub struct OpendalStore {
     op: Operator,
     describe: String,
-    /// Serialises `put_new` where the backend's own check is not atomic (fs).
-    create_lock: Option<tokio::sync::Mutex<()>>,
+    conditional: Conditional,
+}
+
+/// Write-in-progress files older than this are leftovers of a crash; newer
+/// ones may belong to another process using the same directory.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the crash leftovers from an atomic-write directory (never a file
+/// another live process may still be writing).
+fn clean_stale(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for e in entries.flatten() {
+        let old = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if old.is_some_and(|age| age > STALE_TMP) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Opens the store a URI names.
@@ -160,22 +260,23 @@ pub fn open(uri: &str, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
                 .canonicalize()
                 .map_err(|e| Error::unavailable(format!("cannot resolve data directory {rest:?}: {e}")))?;
             let tmp = root.join(".tmp");
-            // Anything here is a write that never completed: it was never visible.
-            let _ = std::fs::remove_dir_all(&tmp);
+            // What is here is a write that never completed (never visible), or
+            // one another process on this directory is making right now.
             std::fs::create_dir_all(&tmp)
                 .map_err(|e| Error::unavailable(format!("cannot create {}: {e}", tmp.display())))?;
+            clean_stale(&tmp);
             let builder =
                 opendal::services::Fs::default().root(&root.to_string_lossy()).atomic_write_dir(&tmp.to_string_lossy());
             OpendalStore {
                 op: Operator::new(builder)?.layer(retry),
                 describe: format!("fs://{}", root.display()),
-                create_lock: Some(tokio::sync::Mutex::new(())),
+                conditional: Conditional::LockFile(root.join(".lock"), tokio::sync::Mutex::new(())),
             }
         }
         "memory" => OpendalStore {
             op: Operator::new(opendal::services::Memory::default())?,
             describe: "memory://".into(),
-            create_lock: None,
+            conditional: Conditional::InProcess(tokio::sync::Mutex::new(())),
         },
         "s3" => {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -184,7 +285,7 @@ pub fn open(uri: &str, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
             }
             // The HTTP client needs a TLS provider even for plain-HTTP endpoints,
             // and OpenDAL a process-wide transport (the first one installed wins).
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            crate::install_tls_provider();
             opendal::HttpTransporter::install_default(opendal_http_transport_reqwest::ReqwestTransport::default());
             let mut b = opendal::services::S3::default().bucket(bucket).root(&format!("/{prefix}"));
             if let Some(v) = &s3.endpoint {
@@ -200,7 +301,7 @@ pub fn open(uri: &str, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
             OpendalStore {
                 op: Operator::new(b)?.layer(retry),
                 describe: format!("s3://{bucket}/{prefix}"),
-                create_lock: None,
+                conditional: Conditional::Native,
             }
         }
         other => return Err(bad(&format!("unknown scheme {other:?}"))),
@@ -223,17 +324,65 @@ impl ObjectStore for OpendalStore {
         Ok(())
     }
 
+    async fn get_versioned(&self, key: &Key) -> Result<Option<(Bytes, Version)>> {
+        if !matches!(self.conditional, Conditional::Native) {
+            return Ok(self.get(key).await?.map(|b| {
+                let v = digest_version(&b);
+                (b, v)
+            }));
+        }
+        // The ETag first, then the content at exactly that ETag: a change in
+        // between fails the read, and the caller reads again.
+        for _ in 0..5 {
+            let etag = match self.op.stat(key.as_str()).await {
+                Ok(meta) => meta.etag().map(str::to_owned),
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let Some(etag) = etag else {
+                return Err(Error::internal(format!("storage: {key} has no ETag for a conditional write")));
+            };
+            match self.op.read_with(key.as_str()).if_match(&etag).await {
+                Ok(buf) => return Ok(Some((buf.to_bytes(), Version(etag)))),
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+                Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::unavailable(format!("storage: {key} keeps changing; retry")))
+    }
+
     async fn put_new(&self, key: &Key, value: Bytes) -> Result<bool> {
-        let _guard = match &self.create_lock {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
+        let _guard = self.conditional.lock().await?;
+        if !matches!(self.conditional, Conditional::Native) && self.op.exists(key.as_str()).await? {
+            return Ok(false);
+        }
         match self.op.write_with(key.as_str(), value).if_not_exists(true).await {
             Ok(_) => Ok(true),
             Err(e) if matches!(e.kind(), opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists) => {
                 Ok(false)
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn put_if(&self, key: &Key, value: Bytes, expected: &Version) -> Result<bool> {
+        let _guard = self.conditional.lock().await?;
+        if matches!(self.conditional, Conditional::Native) {
+            return match self.op.write_with(key.as_str(), value).if_match(&expected.0).await {
+                Ok(_) => Ok(true),
+                Err(e) if matches!(e.kind(), opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::NotFound) => {
+                    Ok(false)
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
+        match self.get(key).await? {
+            Some(current) if digest_version(&current) == *expected => {
+                self.op.write(key.as_str(), value).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -271,12 +420,14 @@ pub fn source_sha256(source: impl AsRef<[u8]>) -> String {
     hex::encode(sha2::Sha256::digest(source.as_ref()))
 }
 
-#[cfg(test)]
-mod tests {
+/// The storage contract as executable checks, run by every backend's tests
+/// (memory and fs here, S3 against a real S3 server in the integration tests).
+/// It panics on the first broken promise.
+pub mod conformance {
     use super::*;
-    use crate::ErrorKind;
 
-    async fn exercise(store: Arc<dyn ObjectStore>) {
+    /// Every operation of the trait, on keys below `things/` and `cas/`.
+    pub async fn exercise(store: Arc<dyn ObjectStore>) {
         let k = Key::opaque("things/", b"a/../b");
         assert_eq!(k.as_str(), "things/612f2e2e2f62");
         assert_eq!(k.opaque_name().unwrap(), b"a/../b");
@@ -294,7 +445,45 @@ mod tests {
         store.delete(&k).await.unwrap();
         store.delete(&k).await.unwrap();
         assert_eq!(store.get(&k).await.unwrap(), None);
+        compare_and_swap(store).await;
     }
+
+    /// Compare-and-swap: a write at a stale version loses, and of writers
+    /// that read the same version exactly one wins.
+    pub async fn compare_and_swap(store: Arc<dyn ObjectStore>) {
+        let k = Key::opaque("cas/", b"record");
+        assert!(store.get_versioned(&k).await.unwrap().is_none());
+        assert!(store.put_new(&k, Bytes::from_static(b"v0")).await.unwrap());
+        let (bytes, v0) = store.get_versioned(&k).await.unwrap().unwrap();
+        assert_eq!(bytes, &b"v0"[..]);
+        assert!(store.put_if(&k, Bytes::from_static(b"v1"), &v0).await.unwrap());
+        // v0 is stale now.
+        assert!(!store.put_if(&k, Bytes::from_static(b"v1-again"), &v0).await.unwrap());
+        assert_eq!(store.get(&k).await.unwrap().unwrap(), &b"v1"[..]);
+        let (_, v1) = store.get_versioned(&k).await.unwrap().unwrap();
+        let tasks: Vec<_> = (0..8u8)
+            .map(|i| {
+                let (store, k, v1) = (store.clone(), k.clone(), v1.clone());
+                tokio::spawn(async move { store.put_if(&k, Bytes::from(vec![b'w', i]), &v1).await.unwrap() })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            wins += usize::from(t.await.unwrap());
+        }
+        assert_eq!(wins, 1, "exactly one compare-and-swap at one version wins");
+        // A vanished object cannot be swapped.
+        let (_, v) = store.get_versioned(&k).await.unwrap().unwrap();
+        store.delete(&k).await.unwrap();
+        assert!(!store.put_if(&k, Bytes::from_static(b"ghost"), &v).await.unwrap());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conformance::exercise;
+    use super::*;
+    use crate::ErrorKind;
 
     #[tokio::test]
     async fn memory_backend_keeps_the_storage_contract() {

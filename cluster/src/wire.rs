@@ -26,6 +26,8 @@ pub enum Kind {
     Account = 6,
     NodeRequest = 16,
     NodeResponse = 17,
+    NodeHello = 18,
+    HelloReply = 19,
 }
 
 /// A type with a stable envelope kind and current schema version.
@@ -34,6 +36,23 @@ pub trait Versioned: Serialize + DeserializeOwned {
     const VERSION: u8;
     /// Human name for error messages.
     const NAME: &'static str;
+
+    /// Decodes the body of an older schema version (`version < VERSION`),
+    /// so data written before a format change stays readable. `None`: that
+    /// version is not known.
+    fn decode_older(version: u8, body: &[u8]) -> Option<std::result::Result<Self, postcard::Error>> {
+        let _ = (version, body);
+        None
+    }
+}
+
+/// Decodes a whole postcard body (no trailing bytes), for [`Versioned::decode_older`].
+pub fn body<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, postcard::Error> {
+    let (value, rest) = postcard::take_from_bytes(bytes)?;
+    if !rest.is_empty() {
+        return Err(postcard::Error::DeserializeBadEncoding);
+    }
+    Ok(value)
 }
 
 /// Encodes `value` in its envelope.
@@ -53,11 +72,20 @@ pub fn decode<T: Versioned>(bytes: &[u8]) -> Result<T> {
         return Err(corrupt(format!("envelope holds kind {}, not {:?}", bytes[2], T::KIND)));
     }
     if bytes[3] != T::VERSION {
-        return Err(corrupt(format!(
-            "schema version {} is not supported (this build reads version {})",
-            bytes[3],
-            T::VERSION
-        )));
+        let unsupported = || {
+            corrupt(format!(
+                "schema version {} is not supported (this build reads versions up to {})",
+                bytes[3],
+                T::VERSION
+            ))
+        };
+        if bytes[3] > T::VERSION {
+            return Err(unsupported());
+        }
+        return match T::decode_older(bytes[3], &bytes[4..]) {
+            Some(r) => r.map_err(|e| corrupt(format!("schema version {}: {e}", bytes[3]))),
+            None => Err(unsupported()),
+        };
     }
     let (value, rest) = postcard::take_from_bytes(&bytes[4..]).map_err(|e| corrupt(e.to_string()))?;
     if !rest.is_empty() {

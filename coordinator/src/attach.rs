@@ -8,13 +8,13 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 use worldloom_cluster::model::AttachedPlugin;
-use worldloom_cluster::protocol::{CheckPlugin, PluginCheck};
+use worldloom_cluster::protocol::{NodeRequest, NodeResponse, PluginCheck};
 use worldloom_cluster::storage::{Key, source_sha256};
-use worldloom_cluster::{Error, Result};
+use worldloom_cluster::{Error, ErrorKind, Result};
 use worldloom_plugin_abi::{PluginInfo, RuntimeKind, Value, params};
 
 use crate::Coordinator;
-use crate::actor::RouteCheck;
+use crate::actor::RouteBy;
 
 /// One entry of a world's `plugins` list: a workshop plugin version and
 /// the world's values for its `PARAMS`.
@@ -57,16 +57,18 @@ pub fn resolve_params(
 impl Coordinator {
     /// Loads a plugin in a node's sandbox and reports what it defines; stores nothing.
     pub async fn check_plugin(&self, name: &str, source: &str) -> Result<PluginCheck> {
-        let node = self
-            .actor()
-            .send(RouteCheck { sha256: source_sha256(source) })
-            .await
-            .map_err(|_| Error::unavailable("the coordinator is shutting down"))?
-            .ok_or_else(|| Error::unavailable("no node is live to check the plugin; retry shortly"))?;
-        node.check
-            .send(CheckPlugin { name: name.to_owned(), source: source.to_owned() })
-            .await
-            .map_err(|_| Error::unavailable("the node did not answer; retry shortly"))?
+        let limits = self.config.limits;
+        let request = NodeRequest::CheckPlugin {
+            runtime: RuntimeKind::Python,
+            name: name.to_owned(),
+            source: source.to_owned(),
+            limits,
+        };
+        let deadline = std::time::Duration::from_millis(limits.load_deadline_ms + 15_000);
+        match self.ask_node(RouteBy::Key(source_sha256(source)), request, deadline).await? {
+            NodeResponse::PluginCheck(check) => Ok(check),
+            other => Err(Error::internal(format!("a node answered a plugin check with {other:?}"))),
+        }
     }
 
     /// Checks a plugin and fails with a 422 carrying its diagnostics if it does not load.
@@ -106,14 +108,14 @@ impl Coordinator {
         let mut out = Vec::with_capacity(requests.len());
         for (i, req) in requests.into_iter().enumerate() {
             let field = format!("plugins[{i}]");
-            let (_, parsed) = self.find_version(&req.name, &req.version).map_err(|e| {
+            let (entry, parsed) = self.find_version(&req.name, &req.version).await.map_err(|e| {
+                if e.kind != ErrorKind::NotFound {
+                    return e;
+                }
                 let which = if e.code == Some("unknown_plugin") { "name" } else { "version" };
                 Error::invalid(format!("{field}.{which}"), format!("{field}: {}", e.message)).with_code(e.code())
             })?;
-            let record = self
-                .workshop
-                .version(&req.name, &parsed)
-                .ok_or_else(|| Error::internal("a listed version vanished"))?;
+            let record = entry.versions[&parsed].clone();
             if record.yanked {
                 return Err(Error::invalid(
                     format!("{field}.version"),

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
+use worldloom_cluster::model::ChunkRecord;
 use worldloom_cluster::{Error, ErrorKind};
 use worldloom_worldgen::{BIOMES, ChunkCoord, params::PARAM_SPECS};
 
@@ -82,12 +83,17 @@ type ApiResult<T> = Result<T, ApiError>;
 /// Shared state of every handler.
 pub struct AppState {
     pub coordinator: Arc<Coordinator>,
+    /// This process's metrics (a node's too, in the embedded server).
+    pub metrics: Arc<worldloom_cluster::metrics::Metrics>,
 }
 
 /// Mounts the API on an actix-web app. A known path with the wrong method is a 405.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
     cfg.service(resource("/healthz").route(web::get().to(healthz)))
+        .service(resource("/readyz").route(web::get().to(readyz)))
+        .service(resource("/metrics").route(web::get().to(metrics)))
+        .service(resource(worldloom_cluster::protocol::HEARTBEAT_PATH).route(web::post().to(heartbeat)))
         .service(resource("/v1/biomes").route(web::get().to(biomes)))
         .service(resource("/v1/params").route(web::get().to(params)))
         .service(resource("/v1/worlds").route(web::post().to(create_world)).route(web::get().to(list_worlds)))
@@ -141,10 +147,66 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let c = &state.coordinator;
     HttpResponse::Ok().json(json!({
         "status": "ok",
+        "role": "coordinator",
         "nodes": c.node_count().await,
-        "worlds": c.worlds().len(),
+        "worlds_cached": c.cached_worlds(),
         "storage": c.store().describe(),
     }))
+}
+
+/// Ready once the registry is open (this handler runs only then); the body
+/// says which nodes are live.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ready", "nodes": state.coordinator.members().await }))
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type(worldloom_cluster::metrics::CONTENT_TYPE).body(state.metrics.render())
+}
+
+/// `POST /internal/v1/heartbeat`: a node registers or stays live.
+async fn heartbeat(state: web::Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    use worldloom_cluster::protocol::{HelloReply, NodeHello, PROTOCOL_HEADER, PROTOCOL_VERSION};
+    let c = &state.coordinator;
+    let refuse = |status: StatusCode, code: &str, message: String| {
+        HttpResponse::build(status).json(json!({ "code": code, "message": message }))
+    };
+    let Some(secret) = c.config.cluster.secret.as_deref() else {
+        return refuse(StatusCode::NOT_FOUND, "no_cluster", "this server takes no remote nodes".into());
+    };
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !worldloom_cluster::protocol::presents_secret(authorization, secret) {
+        return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "the cluster secret is missing or wrong".into());
+    }
+    let theirs =
+        worldloom_cluster::protocol::parse_protocol(req.headers().get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()));
+    match theirs {
+        Some(PROTOCOL_VERSION) => {}
+        Some(v) => {
+            tracing::warn!(node_protocol = v, "refused a node of another protocol version");
+            return refuse(StatusCode::CONFLICT, "protocol_mismatch", crate::remote::refusal(v));
+        }
+        None => return refuse(StatusCode::BAD_REQUEST, "protocol_missing", format!("no {PROTOCOL_HEADER} header")),
+    }
+    let hello = match worldloom_cluster::wire::decode::<NodeHello>(&body) {
+        Ok(h) => h,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "malformed_frame", e.message),
+    };
+    if !(hello.url.starts_with("http://") || hello.url.starts_with("https://")) {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_url",
+            format!("node url {:?} is not http(s)", hello.url),
+        );
+    }
+    c.actor().do_send(crate::actor::Heartbeat { id: hello.id, url: hello.url, ready: hello.ready });
+    let reply = HelloReply {
+        protocol: PROTOCOL_VERSION,
+        heartbeat_ms: c.config.cluster.heartbeat_ms,
+        node_timeout_ms: c.config.cluster.node_timeout_ms,
+    };
+    HttpResponse::Ok().content_type(POSTCARD).body(worldloom_cluster::wire::encode(&reply))
 }
 
 async fn biomes() -> HttpResponse {
@@ -171,14 +233,14 @@ async fn create_world(state: web::Data<AppState>, req: HttpRequest, body: Bytes)
         .json(WorldView::from(&world.record)))
 }
 
-async fn list_worlds(state: web::Data<AppState>) -> HttpResponse {
-    let worlds = state.coordinator.worlds();
+async fn list_worlds(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let worlds = state.coordinator.worlds().await?;
     let views: Vec<WorldView<'_>> = worlds.iter().map(|w| WorldView::from(&w.record)).collect();
-    HttpResponse::Ok().json(json!({ "worlds": views }))
+    Ok(HttpResponse::Ok().json(json!({ "worlds": views })))
 }
 
 async fn get_world(state: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
-    let world = state.coordinator.world(&id)?;
+    let world = state.coordinator.world(&id).await?;
     Ok(HttpResponse::Ok().json(WorldView::from(&world.record)))
 }
 
@@ -189,7 +251,7 @@ async fn put_world_plugins(
     body: Bytes,
 ) -> ApiResult<HttpResponse> {
     let who = account(&state, &req).await?;
-    state.coordinator.world(&id)?;
+    state.coordinator.world(&id).await?;
     let change: api::SetPlugins = api::parse_json(&body)?;
     let plugins = state.coordinator.attach(change.plugins).await?;
     let world = state.coordinator.update_world(&id, &who, WorldChange::Plugins(plugins)).await?;
@@ -203,7 +265,7 @@ async fn put_world_params(
     body: Bytes,
 ) -> ApiResult<HttpResponse> {
     let who = account(&state, &req).await?;
-    state.coordinator.world(&id)?;
+    state.coordinator.world(&id).await?;
     let change: api::SetParams = api::parse_json(&body)?;
     let params = api::resolve_params(change.params)?;
     let world = state.coordinator.update_world(&id, &who, WorldChange::Params(params)).await?;
@@ -311,7 +373,8 @@ async fn list_plugins(state: web::Data<AppState>, req: HttpRequest) -> ApiResult
         return Err(Error::invalid("limit", format!("limit must be from 1 to {MAX_PAGE}")).into());
     }
     let offset = query.offset.unwrap_or(0);
-    let (total, page) = state.coordinator.workshop().search(&query.q, offset, limit);
+    let c = &state.coordinator;
+    let (total, page) = c.workshop().search(c.store().as_ref(), &query.q, offset, limit).await?;
     let items: Vec<serde_json::Value> = page
         .iter()
         .map(|(name, entry)| {
@@ -333,7 +396,8 @@ async fn list_plugins(state: web::Data<AppState>, req: HttpRequest) -> ApiResult
 }
 
 async fn get_plugin(state: web::Data<AppState>, name: web::Path<String>) -> ApiResult<HttpResponse> {
-    let entry = state.coordinator.workshop().get(&name).ok_or_else(|| workshop::unknown_plugin(&name))?;
+    let c = &state.coordinator;
+    let entry = c.workshop().get(c.store().as_ref(), &name).await?.ok_or_else(|| workshop::unknown_plugin(&name))?;
     let versions: Vec<VersionView<'_>> = entry.versions.values().rev().map(VersionView::from).collect();
     Ok(HttpResponse::Ok().json(json!({
         "name": name.as_str(),
@@ -346,13 +410,13 @@ async fn get_plugin(state: web::Data<AppState>, name: web::Path<String>) -> ApiR
 
 async fn get_plugin_version(state: web::Data<AppState>, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
     let (name, version) = path.into_inner();
-    let (entry, parsed) = state.coordinator.find_version(&name, &version)?;
+    let (entry, parsed) = state.coordinator.find_version(&name, &version).await?;
     Ok(HttpResponse::Ok().json(VersionView::from(&entry.versions[&parsed])))
 }
 
 async fn get_plugin_source(state: web::Data<AppState>, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
     let (name, version) = path.into_inner();
-    let (entry, parsed) = state.coordinator.find_version(&name, &version)?;
+    let (entry, parsed) = state.coordinator.find_version(&name, &version).await?;
     let record = &entry.versions[&parsed];
     let source = state.coordinator.plugin_source(record).await?;
     Ok(HttpResponse::Ok()
@@ -429,17 +493,27 @@ async fn get_chunk(
     path: web::Path<(String, String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (id, cx, cz) = path.into_inner();
-    let world = state.coordinator.world(&id)?;
+    let world = state.coordinator.world(&id).await?;
     let coord = ChunkCoord::new(parse_coord("cx", &cx)?, parse_coord("cz", &cz)?);
     let format = negotiate(&req)?;
     let reply = state.coordinator.chunk(&world, coord).await?;
-    let etag = format!("\"{}-r{}-{}-{}\"", world.record.id, reply.record.revision, coord.cx, coord.cz);
+    let revision = world.record.revision;
+    let etag = format!("\"{}-r{revision}-{}-{}\"", world.record.id, coord.cx, coord.cz);
     let mut res = HttpResponse::Ok();
-    res.insert_header((header::ETAG, etag))
-        .insert_header(("X-Worldloom-Revision", reply.record.revision.to_string()))
+    res.insert_header(("X-Worldloom-Revision", revision.to_string()))
         .insert_header(("X-Worldloom-Cache", if reply.generated { "miss" } else { "hit" }));
+    if reply.stored {
+        res.insert_header((header::ETAG, etag));
+    } else {
+        // Not this chunk's truth (a plugin failure that depends on more than
+        // the inputs): generated again next time; nothing may cache it.
+        res.insert_header(("X-Worldloom-Provisional", "true")).insert_header((header::CACHE_CONTROL, "no-store"));
+    }
     Ok(match format {
-        Format::Postcard => res.content_type(POSTCARD).body(reply.bytes.clone()),
-        Format::Json => res.json(reply.record.json()),
+        Format::Postcard => res.content_type(POSTCARD).body(reply.envelope.clone()),
+        Format::Json => {
+            let record = worldloom_cluster::wire::decode::<ChunkRecord>(&reply.envelope)?;
+            res.json(record.json())
+        }
     })
 }

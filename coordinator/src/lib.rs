@@ -3,32 +3,44 @@
 //!
 //! It never generates anything itself: chunks come from nodes through the
 //! message interface in `cluster::protocol`, so a node may live in this
-//! process or elsewhere.
+//! process or elsewhere. Several coordinators may serve one storage: every
+//! world and plugin is read through from storage (a record created on
+//! another coordinator is visible at once), a cached world is checked again
+//! after [`FRESH`], watched worlds are polled so a revision made elsewhere
+//! reaches this coordinator's streams within about two seconds, and every
+//! change to a stored record is a compare-and-swap, so two coordinators can
+//! never both write revision n+1.
 
 pub mod actor;
 pub mod api;
 pub mod attach;
 pub mod auth;
 pub mod http;
+pub mod remote;
 mod stream;
 pub mod workshop;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::Addr;
 use tokio::sync::watch;
 use worldloom_cluster::config::Config;
 use worldloom_cluster::ids::WorldId;
+use worldloom_cluster::metrics::CoordinatorMetrics;
 use worldloom_cluster::model::{AttachedPlugin, GenSpec, WorldRecord};
-use worldloom_cluster::protocol::{ChunkReply, Generate};
+use worldloom_cluster::protocol::{ChunkBytes, NodeRequest, NodeResponse};
 use worldloom_cluster::storage::{self, Key, ObjectStore};
 use worldloom_cluster::{Error, ErrorKind, Result};
 use worldloom_worldgen::{ChunkCoord, Params};
 
-use crate::actor::{CoordinatorActor, CountNodes, Route};
+use crate::actor::{CoordinatorActor, Leave, Members, Route, RouteBy};
 use crate::auth::Account;
+
+/// How long a cached world (or world listing) is served before storage is
+/// asked again.
+pub const FRESH: Duration = Duration::from_millis(1000);
 
 /// One revision of a world as served: the record plus its generation spec.
 #[derive(Debug)]
@@ -51,50 +63,67 @@ pub enum WorldChange {
     Params(Params),
 }
 
+/// A cached world: its current revision (streams watch it) and when storage
+/// was last asked.
+struct Slot {
+    tx: watch::Sender<Arc<World>>,
+    checked: Mutex<Instant>,
+}
+
 /// The coordinator's shared state.
 pub struct Coordinator {
     store: Arc<dyn ObjectStore>,
     actor: Addr<CoordinatorActor>,
-    /// Each world's current revision; streams watch for new ones.
-    worlds: RwLock<HashMap<WorldId, watch::Sender<Arc<World>>>>,
+    worlds: RwLock<HashMap<WorldId, Arc<Slot>>>,
+    /// The last world listing and when it was made.
+    listing: Mutex<Option<(Instant, Vec<Arc<World>>)>>,
     pub(crate) workshop: workshop::Index,
-    /// Serialises writes (worlds, plugin versions) so revisions never fork
-    /// and exactly one concurrent upload of a version wins.
+    /// Serialises this process's writes (fewer compare-and-swap retries);
+    /// correctness across processes comes from the conditional writes.
     pub(crate) writes: tokio::sync::Mutex<()>,
     pub config: Arc<Config>,
+    pub metrics: Arc<CoordinatorMetrics>,
 }
 
 fn now_unix_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// How many times a compare-and-swap write is retried before a 409.
+const CAS_ATTEMPTS: usize = 8;
+
 impl Coordinator {
-    /// Opens the registry and the workshop: everything stored is loaded once, then served from memory.
+    /// Opens the registry: the workshop index is loaded (every record must
+    /// decode: a corrupt one is an error naming its key); worlds are read
+    /// through from storage as they are asked for.
     pub async fn open(
         store: Arc<dyn ObjectStore>,
         actor: Addr<CoordinatorActor>,
         config: Arc<Config>,
+        metrics: Arc<CoordinatorMetrics>,
     ) -> Result<Arc<Self>> {
-        let mut worlds = HashMap::new();
-        for key in store.list(&Key::worlds()).await? {
-            match storage::get_value::<WorldRecord>(store.as_ref(), &key).await {
-                Ok(Some(record)) => {
-                    worlds.insert(record.id.clone(), watch::channel(World::new(record)).0);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!(%key, error = %e, "skipping an unreadable world"),
-            }
-        }
         let workshop = workshop::Index::load(store.as_ref()).await?;
-        tracing::info!(worlds = worlds.len(), plugins = workshop.len(), storage = %store.describe(), "registry loaded");
-        Ok(Arc::new(Coordinator {
+        tracing::info!(plugins = workshop.len(), storage = %store.describe(), "registry opened");
+        let c = Arc::new(Coordinator {
             store,
             actor,
-            worlds: RwLock::new(worlds),
+            worlds: RwLock::new(HashMap::new()),
+            listing: Mutex::new(None),
             workshop,
             writes: tokio::sync::Mutex::new(()),
             config,
-        }))
+            metrics,
+        });
+        // Revisions made by other coordinators reach this one's streams.
+        let weak = Arc::downgrade(&c);
+        actix_web::rt::spawn(async move {
+            loop {
+                tokio::time::sleep(FRESH).await;
+                let Some(c) = weak.upgrade() else { return };
+                c.refresh_watched().await;
+            }
+        });
+        Ok(c)
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -110,7 +139,17 @@ impl Coordinator {
     }
 
     pub async fn node_count(&self) -> usize {
-        self.actor.send(CountNodes).await.unwrap_or(0)
+        self.members().await.len()
+    }
+
+    /// The live nodes.
+    pub async fn members(&self) -> Vec<actor::MemberView> {
+        self.actor.send(Members).await.unwrap_or_default()
+    }
+
+    /// Worlds this coordinator holds in its cache.
+    pub fn cached_worlds(&self) -> usize {
+        self.worlds.read().expect("worlds lock").len()
     }
 
     /// The account a request's `Authorization` header authenticates.
@@ -131,71 +170,199 @@ impl Coordinator {
             owner: Some(owner.name.clone()),
             created_unix_s: now,
             updated_unix_s: now,
+            limits: self.config.limits,
         };
         let _guard = self.writes.lock().await;
         if !storage::put_new_value(self.store.as_ref(), &Key::world(&record.id), &record).await? {
             return Err(Error::internal("world id collision; retry the request"));
         }
         let world = World::new(record);
-        self.worlds.write().expect("worlds lock").insert(world.record.id.clone(), watch::channel(world.clone()).0);
+        self.remember(world.clone());
+        *self.listing.lock().expect("listing lock") = None;
         Ok(world)
     }
 
-    fn slot(&self, id: &str) -> Result<watch::Sender<Arc<World>>> {
-        let id = WorldId::parse(id)?;
-        self.worlds
-            .read()
-            .expect("worlds lock")
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Error::not_found(format!("no world with id {id}")).with_field("id"))
+    /// Puts `world` in the cache (waking its streams if it is a new revision).
+    fn remember(&self, world: Arc<World>) -> Arc<Slot> {
+        let id = world.record.id.clone();
+        let mut worlds = self.worlds.write().expect("worlds lock");
+        match worlds.get(&id) {
+            Some(slot) => {
+                *slot.checked.lock().expect("slot lock") = Instant::now();
+                slot.tx.send_if_modified(|current| {
+                    let newer = world.record.revision > current.record.revision
+                        || (world.record.revision == current.record.revision && world.record != current.record);
+                    if newer {
+                        *current = world.clone();
+                    }
+                    newer
+                });
+                slot.clone()
+            }
+            None => {
+                let slot = Arc::new(Slot { tx: watch::channel(world).0, checked: Mutex::new(Instant::now()) });
+                worlds.insert(id, slot.clone());
+                slot
+            }
+        }
     }
 
-    /// A world's current revision.
-    pub fn world(&self, id: &str) -> Result<Arc<World>> {
-        Ok(self.slot(id)?.borrow().clone())
+    /// Reads a world from storage into the cache; `None` if it does not exist.
+    async fn fetch(&self, id: &WorldId) -> Result<Option<Arc<Slot>>> {
+        match storage::get_value::<WorldRecord>(self.store.as_ref(), &Key::world(id)).await? {
+            Some(record) => Ok(Some(self.remember(World::new(record)))),
+            None => {
+                self.worlds.write().expect("worlds lock").remove(id);
+                Ok(None)
+            }
+        }
+    }
+
+    async fn slot(&self, id: &str) -> Result<Arc<Slot>> {
+        let id = WorldId::parse(id)?;
+        let cached = self.worlds.read().expect("worlds lock").get(&id).cloned();
+        if let Some(slot) = cached
+            && slot.checked.lock().expect("slot lock").elapsed() < FRESH
+        {
+            return Ok(slot);
+        }
+        self.fetch(&id).await?.ok_or_else(|| Error::not_found(format!("no world with id {id}")).with_field("id"))
+    }
+
+    /// A world's current revision (at most [`FRESH`] old).
+    pub async fn world(&self, id: &str) -> Result<Arc<World>> {
+        Ok(self.slot(id).await?.tx.borrow().clone())
     }
 
     /// Follows a world's revisions (for streams).
-    pub fn watch(&self, id: &str) -> Result<watch::Receiver<Arc<World>>> {
-        Ok(self.slot(id)?.subscribe())
+    pub async fn watch(&self, id: &str) -> Result<watch::Receiver<Arc<World>>> {
+        Ok(self.slot(id).await?.tx.subscribe())
     }
 
-    /// Applies an owner's change as a new revision, stored before it is served.
+    /// Asks storage again about every world a stream here is watching.
+    async fn refresh_watched(&self) {
+        let watched: Vec<WorldId> = self
+            .worlds
+            .read()
+            .expect("worlds lock")
+            .iter()
+            .filter(|(_, s)| s.tx.receiver_count() > 0 && s.checked.lock().expect("slot lock").elapsed() >= FRESH)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in watched {
+            if let Err(e) = self.fetch(&id).await {
+                tracing::warn!(world = %id, error = %e, "could not refresh a watched world");
+            }
+        }
+    }
+
+    /// Applies an owner's change as a new revision, stored before it is
+    /// served: read the record and its version, write revision + 1 only if
+    /// the record is still at that version, else read again and retry.
     pub async fn update_world(&self, id: &str, account: &Account, change: WorldChange) -> Result<Arc<World>> {
-        let slot = self.slot(id)?;
+        let wid = WorldId::parse(id)?;
+        let key = Key::world(&wid);
         let _guard = self.writes.lock().await;
-        let current = slot.borrow().clone();
-        if current.record.owner.as_deref() != Some(account.name.as_str()) {
-            return Err(Error::new(ErrorKind::Forbidden, format!("world {id} belongs to another account")));
+        for _ in 0..CAS_ATTEMPTS {
+            let (current, version) = storage::get_value_versioned::<WorldRecord>(self.store.as_ref(), &key)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("no world with id {id}")).with_field("id"))?;
+            if current.owner.as_deref() != Some(account.name.as_str()) {
+                return Err(Error::new(ErrorKind::Forbidden, format!("world {id} belongs to another account")));
+            }
+            let mut record = current.clone();
+            match &change {
+                WorldChange::Plugins(plugins) => record.plugins = plugins.clone(),
+                WorldChange::Params(params) => record.params = *params,
+            }
+            if record.plugins == current.plugins && record.params == current.params {
+                // A PUT that changes nothing keeps the revision and its cached chunks.
+                return Ok(self.remember(World::new(current)).tx.borrow().clone());
+            }
+            record.revision += 1;
+            record.updated_unix_s = now_unix_s();
+            if storage::put_value_if(self.store.as_ref(), &key, &record, &version).await? {
+                let world = World::new(record);
+                tracing::info!(world = %world.record.id, revision = world.record.revision, "world revised");
+                self.remember(world.clone());
+                *self.listing.lock().expect("listing lock") = None;
+                return Ok(world);
+            }
+            tracing::debug!(world = %id, "the world changed while it was being revised; reading it again");
         }
-        let mut record = current.record.clone();
-        match change {
-            WorldChange::Plugins(plugins) => record.plugins = plugins,
-            WorldChange::Params(params) => record.params = params,
-        }
-        if record.plugins == current.record.plugins && record.params == current.record.params {
-            // A PUT that changes nothing keeps the revision and its cached chunks.
-            return Ok(current);
-        }
-        record.revision += 1;
-        record.updated_unix_s = now_unix_s();
-        storage::put_value(self.store.as_ref(), &Key::world(&record.id), &record).await?;
-        let world = World::new(record);
-        tracing::info!(world = %world.record.id, revision = world.record.revision, "world revised");
-        slot.send_replace(world.clone());
-        Ok(world)
+        Err(Error::new(ErrorKind::Conflict, format!("world {id} kept changing while this change was applied; retry"))
+            .with_code("concurrent_change"))
     }
 
-    /// Every world, oldest first.
-    pub fn worlds(&self) -> Vec<Arc<World>> {
-        let mut all: Vec<_> = self.worlds.read().expect("worlds lock").values().map(|s| s.borrow().clone()).collect();
+    /// Every world, oldest first (read from storage at most every [`FRESH`]).
+    pub async fn worlds(&self) -> Result<Vec<Arc<World>>> {
+        if let Some((at, list)) = self.listing.lock().expect("listing lock").as_ref()
+            && at.elapsed() < FRESH
+        {
+            return Ok(list.clone());
+        }
+        let mut all = Vec::new();
+        for key in self.store.list(&Key::worlds()).await? {
+            // A world cached within FRESH is not read again.
+            let id = key.as_str().strip_prefix("worlds/").and_then(|id| WorldId::parse(id).ok());
+            let cached = id.and_then(|id| self.worlds.read().expect("worlds lock").get(&id).cloned());
+            if let Some(slot) = cached
+                && slot.checked.lock().expect("slot lock").elapsed() < FRESH
+            {
+                all.push(slot.tx.borrow().clone());
+                continue;
+            }
+            if let Some(record) = storage::get_value::<WorldRecord>(self.store.as_ref(), &key).await? {
+                all.push(self.remember(World::new(record)).tx.borrow().clone());
+            }
+        }
         all.sort_by(|a, b| (a.record.created_unix_s, &a.record.id).cmp(&(b.record.created_unix_s, &b.record.id)));
-        all
+        *self.listing.lock().expect("listing lock") = Some((Instant::now(), all.clone()));
+        Ok(all)
     }
 
-    /// One chunk of a world revision, from the node owning its region.
-    pub async fn chunk(&self, world: &World, coord: ChunkCoord) -> Result<ChunkReply> {
+    /// Sends `request` to the node `route` picks, trying up to
+    /// `cluster.attempts` nodes: a node that cannot be reached (or is busy)
+    /// is skipped, and one that cannot be reached is removed until its next
+    /// heartbeat, so the region moves to the next node in its ranking.
+    pub(crate) async fn ask_node(&self, by: RouteBy, request: NodeRequest, deadline: Duration) -> Result<NodeResponse> {
+        let mut exclude = Vec::new();
+        let mut last = None;
+        for _ in 0..self.config.cluster.attempts.max(1) {
+            let Some((id, link)) = self
+                .actor
+                .send(Route { by: by.clone(), exclude: exclude.clone() })
+                .await
+                .map_err(|_| Error::unavailable("the coordinator is shutting down"))?
+            else {
+                break;
+            };
+            match link.call(request.clone(), deadline).await {
+                Ok(answer) => {
+                    self.metrics.node_request("ok");
+                    return Ok(answer);
+                }
+                Err(e) if remote::retry_elsewhere(&e) => {
+                    self.metrics.node_request("retried");
+                    tracing::warn!(node = %id.0, error = %e, "node request failed; trying the next node");
+                    if remote::unreachable(&e) {
+                        self.actor.do_send(Leave { id: id.clone() });
+                    }
+                    exclude.push(id);
+                    last = Some(e);
+                }
+                Err(e) => {
+                    self.metrics.node_request("error");
+                    return Err(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::unavailable("no generation node is live; retry shortly")))
+    }
+
+    /// One chunk of a world revision, from the node owning its region, as
+    /// its envelope bytes.
+    pub async fn chunk(&self, world: &World, coord: ChunkCoord) -> Result<ChunkBytes> {
         if !coord.in_bounds() {
             return Err(Error::invalid(
                 "cx",
@@ -206,15 +373,23 @@ impl Coordinator {
             )
             .with_code("coordinate_out_of_range"));
         }
-        let node = self
-            .actor
-            .send(Route { world: world.record.id.clone(), region: coord.region() })
-            .await
-            .map_err(|_| Error::unavailable("the coordinator is shutting down"))?
-            .ok_or_else(|| Error::unavailable("no generation node is live; retry shortly"))?;
-        node.generate
-            .send(Generate { spec: world.spec.clone(), coord })
-            .await
-            .map_err(|_| Error::unavailable("the generation node did not answer; retry shortly"))?
+        let by = RouteBy::Region(world.record.id.clone(), coord.region());
+        let request = NodeRequest::Chunk { spec: world.spec.clone(), coord };
+        let answer = self.ask_node(by, request, chunk_deadline(&world.spec)).await?;
+        match answer {
+            NodeResponse::Chunk(c) => {
+                self.metrics.served(c.stored, c.generated);
+                Ok(c)
+            }
+            other => Err(Error::internal(format!("a node answered a chunk request with {other:?}"))),
+        }
     }
+}
+
+/// How long one attempt at a chunk may take: generation, plus every hook of
+/// every plugin at its deadline and grace, plus loading each plugin once.
+pub fn chunk_deadline(spec: &GenSpec) -> Duration {
+    let l = &spec.limits;
+    let per_plugin = 3 * (l.deadline_ms + 1000) + l.load_deadline_ms + 1000;
+    Duration::from_secs(15) + Duration::from_millis(per_plugin * spec.plugins.len() as u64)
 }

@@ -22,7 +22,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
-use worldloom_cluster::protocol::ChunkReply;
+use worldloom_cluster::protocol::ChunkBytes;
 use worldloom_cluster::{Error, ErrorKind};
 use worldloom_worldgen::ChunkCoord;
 
@@ -56,7 +56,7 @@ pub fn square_nearest_first(center: ChunkCoord, radius: u32) -> Vec<ChunkCoord> 
     coords
 }
 
-type Plan = Pin<Box<dyn Stream<Item = (ChunkCoord, Result<ChunkReply, Error>)>>>;
+type Plan = Pin<Box<dyn Stream<Item = (ChunkCoord, Result<ChunkBytes, Error>)>>>;
 
 struct Subscription {
     center: ChunkCoord,
@@ -64,6 +64,28 @@ struct Subscription {
     plan: Plan,
     sent: usize,
     already_had: usize,
+    /// Chunks that still failed after every attempt (each got an error frame).
+    failed: usize,
+}
+
+/// Attempts a stream makes at one chunk (each of them may itself try
+/// several nodes) before it reports the chunk as failed.
+const CHUNK_ATTEMPTS: u32 = 3;
+
+/// One chunk for a stream: a request that fails because no node could take
+/// it right now is tried again after a short pause, so a node that died or
+/// a region that is moving does not drop the chunk.
+async fn chunk_with_retries(coordinator: &Coordinator, world: &World, coord: ChunkCoord) -> Result<ChunkBytes, Error> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match coordinator.chunk(world, coord).await {
+            Err(e) if e.kind == ErrorKind::Unavailable && attempt < CHUNK_ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(250 * u64::from(attempt))).await;
+            }
+            r => return r,
+        }
+    }
 }
 
 pub(crate) async fn stream(
@@ -72,7 +94,7 @@ pub(crate) async fn stream(
     id: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let revisions = state.coordinator.watch(&id)?;
+    let revisions = state.coordinator.watch(&id).await?;
     let (response, session, messages) = actix_ws::handle(&req, body).map_err(|e| {
         ApiError::from(
             Error::new(ErrorKind::Malformed, format!("not a WebSocket upgrade: {e}")).with_code("not_websocket"),
@@ -82,9 +104,12 @@ pub(crate) async fn stream(
         messages.max_frame_size(MAX_CLIENT_FRAME).aggregate_continuations().max_continuation_size(MAX_CLIENT_FRAME);
     let coordinator = state.coordinator.clone();
     actix_web::rt::spawn(async move {
+        let streams = coordinator.metrics.open_streams.clone();
+        streams.inc();
         if let Err(e) = serve(coordinator, revisions, session, messages).await {
             tracing::debug!(error = %e, "stream ended");
         }
+        streams.dec();
     });
     Ok(response)
 }
@@ -130,10 +155,10 @@ fn subscribe(
     let plan = stream::iter(todo)
         .map(move |coord| {
             let (coordinator, world) = (coordinator.clone(), world.clone());
-            async move { (coord, coordinator.chunk(&world, coord).await) }
+            async move { (coord, chunk_with_retries(&coordinator, &world, coord).await) }
         })
         .buffered(inflight);
-    Ok(Subscription { center, radius: sub.radius, plan: Box::pin(plan), sent: 0, already_had })
+    Ok(Subscription { center, radius: sub.radius, plan: Box::pin(plan), sent: 0, already_had, failed: 0 })
 }
 
 async fn serve(
@@ -194,11 +219,15 @@ async fn serve(
                 let sub = current.as_mut().expect("guarded");
                 match item {
                     Some((coord, Ok(reply))) => {
-                        session.binary(reply.bytes.clone()).await?;
-                        have.insert(coord);
+                        session.binary(reply.envelope.clone()).await?;
+                        // A provisional chunk is sent again on the next subscription.
+                        if reply.stored {
+                            have.insert(coord);
+                        }
                         sub.sent += 1;
                     }
                     Some((coord, Err(e))) => {
+                        sub.failed += 1;
                         let frame = json!({ "error": ErrorBody::from(&e), "chunk": [coord.cx, coord.cz] });
                         session.text(frame.to_string()).await?;
                     }
@@ -208,6 +237,7 @@ async fn serve(
                             "radius": sub.radius,
                             "sent": sub.sent,
                             "already_had": sub.already_had,
+                            "failed": sub.failed,
                             "revision": world.record.revision,
                         }});
                         session.text(done.to_string()).await?;

@@ -1,6 +1,9 @@
 //! The plugin workshop: uploaded, validated, immutable plugin versions,
 //! owned by their first uploader, stored in object storage and indexed in
-//! memory for listing and search.
+//! memory for listing and search. The index is a cache: a plugin is read
+//! through from storage when it is not cached or its entry is older than
+//! [`crate::FRESH`], and a listing re-reads storage at most that often, so a
+//! plugin uploaded through another coordinator is visible here at once.
 //!
 //! Storage layout (names hex-encoded, never raw): the source under
 //! `plugins/sources/{sha256}`, then `plugins/names/{name}` (the owner), then
@@ -9,8 +12,8 @@
 //! winner) only after its source.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use worldloom_cluster::model::{PluginNameRecord, PluginVersionRecord};
@@ -57,10 +60,13 @@ impl PluginEntry {
     }
 }
 
-/// The in-memory index of the workshop.
+/// The in-memory index of the workshop (a cache of storage).
 #[derive(Default)]
 pub struct Index {
-    plugins: RwLock<BTreeMap<String, PluginEntry>>,
+    /// Each plugin as last read, and when (`None`: known not to exist).
+    plugins: RwLock<BTreeMap<String, (Option<PluginEntry>, Instant)>>,
+    /// When every plugin was last listed from storage.
+    listed: Mutex<Option<Instant>>,
 }
 
 fn name_key(name: &str) -> Key {
@@ -107,44 +113,58 @@ fn check_description(d: &str) -> Result<()> {
 impl Index {
     /// Loads every stored plugin name and version.
     pub async fn load(store: &dyn ObjectStore) -> Result<Index> {
-        let mut plugins: BTreeMap<String, PluginEntry> = BTreeMap::new();
+        let index = Index::default();
+        index.reload_all(store).await?;
+        Ok(index)
+    }
+
+    /// One plugin from storage: its name record and every version. A record
+    /// that does not decode is an error naming its key, never skipped.
+    async fn load_one(store: &dyn ObjectStore, name: &str) -> Result<Option<PluginEntry>> {
+        let Some(n) = storage::get_value::<PluginNameRecord>(store, &name_key(name)).await? else {
+            return Ok(None);
+        };
+        let mut entry = PluginEntry { owner: n.owner, created_unix_s: n.created_unix_s, versions: BTreeMap::new() };
+        for key in store.list(&versions_dir(name)).await? {
+            let Some(v) = storage::get_value::<PluginVersionRecord>(store, &key).await? else { continue };
+            let parsed = semver::Version::parse(&v.version).map_err(|e| {
+                Error::internal(format!("{key}: a stored plugin version {:?} is not semver: {e}", v.version))
+            })?;
+            if v.name != name {
+                return Err(Error::internal(format!("{key}: holds a version of {:?}, not {name:?}", v.name)));
+            }
+            entry.versions.insert(parsed, v);
+        }
+        Ok(Some(entry))
+    }
+
+    async fn reload_all(&self, store: &dyn ObjectStore) -> Result<()> {
+        let mut fresh = BTreeMap::new();
+        let now = Instant::now();
         for key in store.list(&Key::dir("plugins/names/")).await? {
-            match storage::get_value::<PluginNameRecord>(store, &key).await {
-                Ok(Some(n)) => {
-                    plugins.insert(
-                        n.name.clone(),
-                        PluginEntry { owner: n.owner, created_unix_s: n.created_unix_s, versions: BTreeMap::new() },
-                    );
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!(%key, error = %e, "skipping an unreadable plugin name"),
-            }
+            let Some(n) = storage::get_value::<PluginNameRecord>(store, &key).await? else { continue };
+            let entry = Self::load_one(store, &n.name).await?;
+            fresh.insert(n.name, (entry, now));
         }
-        for key in store.list(&Key::dir("plugins/versions/")).await? {
-            match storage::get_value::<PluginVersionRecord>(store, &key).await {
-                Ok(Some(v)) => match (plugins.get_mut(&v.name), semver::Version::parse(&v.version)) {
-                    (Some(entry), Ok(parsed)) => {
-                        entry.versions.insert(parsed, v);
-                    }
-                    _ => tracing::error!(%key, "skipping a plugin version without a valid name or version"),
-                },
-                Ok(None) => {}
-                Err(e) => tracing::error!(%key, error = %e, "skipping an unreadable plugin version"),
-            }
-        }
-        Ok(Index { plugins: RwLock::new(plugins) })
+        *self.plugins.write().expect("workshop lock") = fresh;
+        *self.listed.lock().expect("workshop lock") = Some(now);
+        Ok(())
     }
 
-    pub fn get(&self, name: &str) -> Option<PluginEntry> {
-        self.plugins.read().expect("workshop lock").get(name).cloned()
-    }
-
-    pub fn version(&self, name: &str, version: &semver::Version) -> Option<PluginVersionRecord> {
-        self.plugins.read().expect("workshop lock").get(name)?.versions.get(version).cloned()
+    /// A plugin, read through from storage when not cached or stale.
+    pub async fn get(&self, store: &dyn ObjectStore, name: &str) -> Result<Option<PluginEntry>> {
+        if let Some((entry, at)) = self.plugins.read().expect("workshop lock").get(name)
+            && at.elapsed() < crate::FRESH
+        {
+            return Ok(entry.clone());
+        }
+        let entry = Self::load_one(store, name).await?;
+        self.plugins.write().expect("workshop lock").insert(name.to_owned(), (entry.clone(), Instant::now()));
+        Ok(entry)
     }
 
     pub fn len(&self) -> usize {
-        self.plugins.read().expect("workshop lock").len()
+        self.plugins.read().expect("workshop lock").values().filter(|(e, _)| e.is_some()).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -152,11 +172,22 @@ impl Index {
     }
 
     /// Plugins whose name or latest description contains `q` (case-insensitive), by name.
-    pub fn search(&self, q: &str, offset: usize, limit: usize) -> (usize, Vec<(String, PluginEntry)>) {
+    pub async fn search(
+        &self,
+        store: &dyn ObjectStore,
+        q: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<(String, PluginEntry)>)> {
+        let stale = self.listed.lock().expect("workshop lock").is_none_or(|at| at.elapsed() >= crate::FRESH);
+        if stale {
+            self.reload_all(store).await?;
+        }
         let q = q.to_lowercase();
         let plugins = self.plugins.read().expect("workshop lock");
         let hits: Vec<(&String, &PluginEntry)> = plugins
             .iter()
+            .filter_map(|(name, (entry, _))| entry.as_ref().map(|e| (name, e)))
             .filter(|(name, entry)| {
                 q.is_empty()
                     || name.contains(&q)
@@ -165,13 +196,15 @@ impl Index {
             .collect();
         let total = hits.len();
         let page = hits.into_iter().skip(offset).take(limit).map(|(n, e)| (n.clone(), e.clone())).collect();
-        (total, page)
+        Ok((total, page))
     }
 
-    fn insert(&self, record: PluginVersionRecord, parsed: semver::Version, created: u64) {
+    /// Records a version this process just stored.
+    fn insert(&self, record: PluginVersionRecord, parsed: semver::Version, owner: &str, created: u64) {
         let mut plugins = self.plugins.write().expect("workshop lock");
-        let entry = plugins.entry(record.name.clone()).or_insert_with(|| PluginEntry {
-            owner: record.owner.clone(),
+        let slot = plugins.entry(record.name.clone()).or_insert_with(|| (None, Instant::now()));
+        let entry = slot.0.get_or_insert_with(|| PluginEntry {
+            owner: owner.to_owned(),
             created_unix_s: created,
             versions: BTreeMap::new(),
         });
@@ -233,21 +266,28 @@ impl Coordinator {
             )
             .with_field("source"));
         }
-        self.check_upload(account, &up.name, &parsed)?;
+        self.check_upload(account, &up.name, &parsed).await?;
         // The slow part, outside the write lock.
         let info = self.validate_plugin("source", &up.name, &up.source).await?;
         let _guard = self.writes.lock().await;
-        self.check_upload(account, &up.name, &parsed)?;
+        self.check_upload(account, &up.name, &parsed).await?;
         let sha256 = self.store_source(&up.source).await?;
         let created = now();
         let store = self.store().as_ref();
-        if self.workshop.get(&up.name).is_none() {
+        let mut owner_created = created;
+        if let Some(existing) = self.workshop.get(store, &up.name).await? {
+            owner_created = existing.created_unix_s;
+        } else {
             let claim =
                 PluginNameRecord { name: up.name.clone(), owner: account.name.clone(), created_unix_s: created };
             if !storage::put_new_value(store, &name_key(&up.name), &claim).await? {
+                // Someone claimed the name meanwhile (perhaps on another coordinator).
                 let existing: Option<PluginNameRecord> = storage::get_value(store, &name_key(&up.name)).await?;
-                if existing.is_some_and(|e| e.owner != account.name) {
-                    return Err(owned_by_someone_else(&up.name));
+                if let Some(e) = existing {
+                    if e.owner != account.name {
+                        return Err(owned_by_someone_else(&up.name));
+                    }
+                    owner_created = e.created_unix_s;
                 }
             }
         }
@@ -267,13 +307,13 @@ impl Coordinator {
         if !storage::put_new_value(store, &version_key(&up.name, &version), &record).await? {
             return Err(version_exists(&up.name, &version));
         }
-        self.workshop.insert(record.clone(), parsed, created);
+        self.workshop.insert(record.clone(), parsed, &account.name, owner_created);
         tracing::info!(plugin = %record.name, version = %record.version, owner = %account.name, "plugin uploaded");
         Ok(record)
     }
 
-    fn check_upload(&self, account: &Account, name: &str, version: &semver::Version) -> Result<()> {
-        let Some(entry) = self.workshop.get(name) else { return Ok(()) };
+    async fn check_upload(&self, account: &Account, name: &str, version: &semver::Version) -> Result<()> {
+        let Some(entry) = self.workshop.get(self.store().as_ref(), name).await? else { return Ok(()) };
         if entry.owner != account.name {
             return Err(owned_by_someone_else(name));
         }
@@ -291,7 +331,8 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Marks a version yanked (or not): existing worlds keep it, new attachments are refused.
+    /// Marks a version yanked (or not): existing worlds keep it, new
+    /// attachments are refused. A compare-and-swap on the version record.
     pub async fn set_yanked(
         &self,
         account: &Account,
@@ -299,23 +340,33 @@ impl Coordinator {
         version: &str,
         yanked: bool,
     ) -> Result<PluginVersionRecord> {
-        let (entry, parsed) = self.find_version(name, version)?;
+        let (entry, parsed) = self.find_version(name, version).await?;
         if entry.owner != account.name {
             return Err(Error::new(ErrorKind::Forbidden, format!("plugin {name} belongs to another account")));
         }
         let _guard = self.writes.lock().await;
-        let mut record = self.workshop.version(name, &parsed).ok_or_else(|| unknown_version(name, version))?;
-        if record.yanked != yanked {
+        let key = version_key(name, &entry.versions[&parsed].version);
+        let store = self.store().as_ref();
+        for _ in 0..8 {
+            let (mut record, at) = storage::get_value_versioned::<PluginVersionRecord>(store, &key)
+                .await?
+                .ok_or_else(|| unknown_version(name, version))?;
+            if record.yanked == yanked {
+                return Ok(record);
+            }
             record.yanked = yanked;
-            storage::put_value(self.store().as_ref(), &version_key(name, &record.version), &record).await?;
-            self.workshop.insert(record.clone(), parsed, entry.created_unix_s);
+            if storage::put_value_if(store, &key, &record, &at).await? {
+                self.workshop.insert(record.clone(), parsed, &entry.owner, entry.created_unix_s);
+                return Ok(record);
+            }
         }
-        Ok(record)
+        Err(Error::new(ErrorKind::Conflict, format!("{name}@{version} kept changing; retry"))
+            .with_code("concurrent_change"))
     }
 
     /// A plugin's entry and the parsed version, or 404s naming what is missing.
-    pub fn find_version(&self, name: &str, version: &str) -> Result<(PluginEntry, semver::Version)> {
-        let entry = self.workshop.get(name).ok_or_else(|| unknown_plugin(name))?;
+    pub async fn find_version(&self, name: &str, version: &str) -> Result<(PluginEntry, semver::Version)> {
+        let entry = self.workshop.get(self.store().as_ref(), name).await?.ok_or_else(|| unknown_plugin(name))?;
         let parsed = semver::Version::parse(version).map_err(|_| unknown_version(name, version))?;
         if !entry.versions.contains_key(&parsed) {
             return Err(unknown_version(name, version));

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Context, Handler, ResponseFuture};
 use worldloom_cluster::Result;
-use worldloom_cluster::protocol::{CheckPlugin, ChunkReply, Generate, PluginCheck};
+use worldloom_cluster::protocol::{NodeRequest, NodeResponse};
 
 use crate::Node;
 
@@ -24,20 +24,11 @@ impl Actor for NodeActor {
     type Context = Context<Self>;
 }
 
-impl Handler<Generate> for NodeActor {
-    type Result = ResponseFuture<Result<ChunkReply>>;
+impl Handler<NodeRequest> for NodeActor {
+    type Result = ResponseFuture<Result<NodeResponse>>;
 
-    fn handle(&mut self, msg: Generate, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: NodeRequest, _: &mut Context<Self>) -> Self::Result {
         let node = self.node.clone();
-        Box::pin(async move { node.chunk(msg.spec, msg.coord).await })
-    }
-}
-
-impl Handler<CheckPlugin> for NodeActor {
-    type Result = ResponseFuture<Result<PluginCheck>>;
-
-    fn handle(&mut self, msg: CheckPlugin, _: &mut Context<Self>) -> Self::Result {
-        let node = self.node.clone();
-        Box::pin(async move { node.check_plugin(msg.name, msg.source).await })
+        Box::pin(async move { node.handle(msg).await })
     }
 }

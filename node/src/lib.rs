@@ -8,6 +8,7 @@
 pub mod actor;
 pub mod pipeline;
 pub mod plugins;
+pub mod server;
 pub mod workers;
 
 use std::collections::HashMap;
@@ -16,15 +17,17 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
+use worldloom_cluster::metrics::NodeMetrics;
 use worldloom_cluster::model::{ChunkRecord, GenSpec};
-use worldloom_cluster::protocol::{ChunkReply, PluginCheck};
+use worldloom_cluster::protocol::{ChunkBytes, NodeRequest, NodeResponse, PluginCheck};
 use worldloom_cluster::storage::{Key, ObjectStore, source_sha256};
 use worldloom_cluster::{Error, Result, wire};
+use worldloom_plugin_abi::Limits;
 use worldloom_worldgen::ChunkCoord;
 
 pub use workers::{NoRuntime, PluginRuntime, Sources, WorkerPlugins};
 
-type Pending = Shared<BoxFuture<'static, Result<ChunkReply>>>;
+type Pending = Shared<BoxFuture<'static, Result<ChunkBytes>>>;
 
 /// The node's state, shared by its actor and its tasks.
 pub struct Node {
@@ -34,34 +37,60 @@ pub struct Node {
     sources: Mutex<HashMap<String, Arc<str>>>,
     /// Chunks being generated, so concurrent requests for one chunk generate it once.
     inflight: Mutex<HashMap<Key, Pending>>,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Node {
-    pub fn start(store: Arc<dyn ObjectStore>, runtime: Arc<dyn PluginRuntime>, workers: usize) -> Arc<Node> {
+    pub fn start(
+        store: Arc<dyn ObjectStore>,
+        runtime: Arc<dyn PluginRuntime>,
+        workers: usize,
+        metrics: Arc<NodeMetrics>,
+    ) -> Arc<Node> {
         Arc::new(Node {
             store,
-            pool: workers::WorkerPool::start(workers, runtime),
+            pool: workers::WorkerPool::start(workers, runtime, metrics.clone()),
             sources: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            metrics,
         })
+    }
+
+    pub fn metrics(&self) -> &Arc<NodeMetrics> {
+        &self.metrics
     }
 
     pub fn workers(&self) -> usize {
         self.pool.threads()
     }
 
-    /// The chunk of `spec`'s world revision: from storage if it was generated
-    /// before, else generated on a worker and stored.
-    pub async fn chunk(self: &Arc<Self>, spec: Arc<GenSpec>, coord: ChunkCoord) -> Result<ChunkReply> {
-        let key = Key::chunk(&spec.world, spec.revision, coord);
-        if let Some(bytes) = self.store.get(&key).await? {
-            match wire::decode::<ChunkRecord>(&bytes) {
-                Ok(record) if record.chunk.coord == coord && record.revision == spec.revision => {
-                    return Ok(ChunkReply { record: Arc::new(record), bytes, generated: false });
-                }
-                // A stored object that does not decode is regenerated, never served.
-                Ok(_) | Err(_) => tracing::warn!(%key, "stored chunk is unreadable; regenerating"),
+    /// The stored chunk at `key`, if there is one that is what it claims to be.
+    async fn stored(&self, key: &Key, spec: &GenSpec, coord: ChunkCoord) -> Result<Option<Bytes>> {
+        let Some(bytes) = self.store.get(key).await? else { return Ok(None) };
+        match wire::decode::<ChunkRecord>(&bytes) {
+            Ok(record)
+                if record.chunk.coord == coord && record.revision == spec.revision && record.world == spec.world =>
+            {
+                Ok(Some(bytes))
             }
+            // A stored object that does not decode is regenerated, never served.
+            Ok(_) | Err(_) => {
+                tracing::warn!(%key, "stored chunk is unreadable; regenerating");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The chunk of `spec`'s world revision: from storage if it was generated
+    /// before, else generated on a worker and stored - create-if-absent, so
+    /// when two nodes generate one chunk, one copy wins and both serve it. A
+    /// chunk whose plugin failures are not a function of its inputs (a
+    /// wall-clock timeout, a crashed sandbox) is served but not stored.
+    pub async fn chunk(self: &Arc<Self>, spec: Arc<GenSpec>, coord: ChunkCoord) -> Result<ChunkBytes> {
+        let key = Key::chunk(&spec.world, spec.revision, coord);
+        if let Some(envelope) = self.stored(&key, &spec, coord).await? {
+            self.metrics.chunks_from_storage.inc();
+            return Ok(ChunkBytes { envelope, generated: false, stored: true });
         }
         let pending = {
             let mut inflight = self.inflight.lock().expect("inflight lock");
@@ -75,7 +104,7 @@ impl Node {
                     let _done = InflightGuard { node: node.clone(), key: task_key.clone() };
                     node.generate_and_store(spec, coord, &task_key).await
                 });
-                let fut: BoxFuture<'static, Result<ChunkReply>> = Box::pin(
+                let fut: BoxFuture<'static, Result<ChunkBytes>> = Box::pin(
                     handle
                         .map(|joined| joined.unwrap_or_else(|_| Err(Error::internal("chunk generation task failed")))),
                 );
@@ -87,15 +116,31 @@ impl Node {
         pending.await
     }
 
-    async fn generate_and_store(&self, spec: Arc<GenSpec>, coord: ChunkCoord, key: &Key) -> Result<ChunkReply> {
+    async fn generate_and_store(&self, spec: Arc<GenSpec>, coord: ChunkCoord, key: &Key) -> Result<ChunkBytes> {
         let sources = Arc::new(self.sources_for(&spec).await?);
-        let record = self.pool.generate(spec, coord, sources).await?;
+        let record = self.pool.generate(spec.clone(), coord, sources).await?;
+        self.metrics.chunks_generated.inc();
+        self.metrics.owns(&spec.world, coord.region());
         let bytes = Bytes::from(wire::encode(&record));
-        if let Err(e) = self.store.put(key, bytes.clone()).await {
-            // Generation is deterministic: serve it now, regenerate it next time.
-            tracing::warn!(%key, error = %e, "could not cache a generated chunk");
+        if !record.is_deterministic() {
+            self.metrics.chunks_transient.inc();
+            // Another run may come out otherwise: not this chunk's truth.
+            return Ok(ChunkBytes { envelope: bytes, generated: true, stored: false });
         }
-        Ok(ChunkReply { record: Arc::new(record), bytes, generated: true })
+        match self.store.put_new(key, bytes.clone()).await {
+            Ok(true) => Ok(ChunkBytes { envelope: bytes, generated: true, stored: true }),
+            // Another node stored it first: serve the winner's bytes (identical
+            // when generation is deterministic, and the same everywhere either way).
+            Ok(false) => match self.stored(key, &spec, coord).await? {
+                Some(winner) => Ok(ChunkBytes { envelope: winner, generated: true, stored: true }),
+                None => Ok(ChunkBytes { envelope: bytes, generated: true, stored: false }),
+            },
+            Err(e) => {
+                // Generation is deterministic: serve it now, generate it again next time.
+                tracing::warn!(%key, error = %e, "could not store a generated chunk");
+                Ok(ChunkBytes { envelope: bytes, generated: true, stored: false })
+            }
+        }
     }
 
     /// Fetches (once) and verifies the sources of a spec's plugins.
@@ -131,9 +176,21 @@ impl Node {
         Ok(out)
     }
 
+    /// Answers one request of the node protocol (the same for the in-process
+    /// actor and a remote coordinator).
+    pub async fn handle(self: &Arc<Self>, request: NodeRequest) -> Result<NodeResponse> {
+        let _counted = worldloom_cluster::metrics::InFlight::new(&self.metrics.inflight);
+        match request {
+            NodeRequest::Chunk { spec, coord } => self.chunk(spec, coord).await.map(NodeResponse::Chunk),
+            NodeRequest::CheckPlugin { runtime: _, name, source, limits } => {
+                self.check_plugin(name, source, limits).await.map(NodeResponse::PluginCheck)
+            }
+        }
+    }
+
     /// Loads a plugin in a sandbox on a worker and reports what it defines.
-    pub async fn check_plugin(&self, name: String, source: String) -> Result<PluginCheck> {
-        self.pool.check(name, source).await
+    pub async fn check_plugin(&self, name: String, source: String, limits: Limits) -> Result<PluginCheck> {
+        self.pool.check(name, source, limits).await
     }
 }
 
@@ -148,5 +205,130 @@ impl Drop for InflightGuard {
         if let Ok(mut inflight) = self.node.inflight.lock() {
             inflight.remove(&self.key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use worldloom_cluster::ids::WorldId;
+    use worldloom_cluster::metrics::Metrics;
+    use worldloom_cluster::model::PluginFailure;
+    use worldloom_cluster::storage::{self, Version};
+    use worldloom_plugin_abi::{ErrorKind, HookName};
+
+    use super::*;
+
+    /// Real storage, where another node always stores the chunk first: just
+    /// before this node's create-if-absent write, `rival` is written.
+    #[derive(Debug)]
+    struct Raced {
+        inner: Arc<dyn ObjectStore>,
+        rival: Bytes,
+        creates: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ObjectStore for Raced {
+        async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+            self.inner.get(key).await
+        }
+        async fn get_versioned(&self, key: &Key) -> Result<Option<(Bytes, Version)>> {
+            self.inner.get_versioned(key).await
+        }
+        async fn put(&self, key: &Key, value: Bytes) -> Result<()> {
+            self.inner.put(key, value).await
+        }
+        async fn put_new(&self, key: &Key, value: Bytes) -> Result<bool> {
+            self.creates.fetch_add(1, Ordering::SeqCst);
+            assert!(self.inner.put_new(key, self.rival.clone()).await?, "the rival's write wins");
+            self.inner.put_new(key, value).await
+        }
+        async fn put_if(&self, key: &Key, value: Bytes, expected: &Version) -> Result<bool> {
+            self.inner.put_if(key, value, expected).await
+        }
+        async fn list(&self, prefix: &Key) -> Result<Vec<Key>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &Key) -> Result<()> {
+            self.inner.delete(key).await
+        }
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+    }
+
+    fn spec() -> Arc<GenSpec> {
+        Arc::new(GenSpec {
+            world: WorldId::parse("w00112233445566aa").unwrap(),
+            revision: 4,
+            seed: 11,
+            params: Default::default(),
+            plugins: Vec::new(),
+            limits: Limits::default(),
+        })
+    }
+
+    /// When another node stores a chunk between this node's miss and its
+    /// write, the write loses and this node serves the winner's bytes (here
+    /// deliberately different, to tell them apart), so every node serves
+    /// one copy.
+    #[tokio::test]
+    async fn a_chunk_stored_first_by_another_node_is_the_one_served() {
+        let spec = spec();
+        let coord = ChunkCoord::new(3, -1);
+        let mut rival = pipeline::generate(&spec, coord, &mut pipeline::NoPlugins);
+        rival.plugin_failures.push(PluginFailure {
+            plugin: "other-node".into(),
+            version: "1.0.0".into(),
+            hook: HookName::Terrain,
+            kind: ErrorKind::Exception,
+            message: "written by the winner".into(),
+            transient: false,
+        });
+        let rival = Bytes::from(wire::encode(&rival));
+        let store = Arc::new(Raced {
+            inner: storage::open("memory://", &Default::default()).unwrap(),
+            rival: rival.clone(),
+            creates: AtomicUsize::new(0),
+        });
+        let node = Node::start(store.clone(), Arc::new(NoRuntime), 1, Metrics::new(true, false).node());
+        let got = node.chunk(spec.clone(), coord).await.unwrap();
+        assert_eq!(store.creates.load(Ordering::SeqCst), 1);
+        assert!(got.generated && got.stored);
+        assert_eq!(got.envelope, rival, "the winner's bytes are served");
+        // And from storage from now on.
+        let again = node.chunk(spec, coord).await.unwrap();
+        assert!(!again.generated);
+        assert_eq!(again.envelope, rival);
+        assert_eq!(node.metrics().chunks_generated.get(), 1);
+        assert_eq!(node.metrics().chunks_from_storage.get(), 1);
+    }
+
+    /// Two nodes over one storage asked for the same chunks at once: each
+    /// chunk is stored once and both serve the same bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_generating_one_chunk_store_one_copy_and_serve_it() {
+        let dir = std::env::temp_dir().join(format!("wl-two-nodes-{}", std::process::id()));
+        let uri = format!("fs://{}", dir.display());
+        let nodes: Vec<Arc<Node>> = (0..2)
+            .map(|_| {
+                let store = storage::open(&uri, &Default::default()).unwrap();
+                Node::start(store, Arc::new(NoRuntime), 1, Metrics::new(true, false).node())
+            })
+            .collect();
+        let spec = spec();
+        for i in 0..8 {
+            let coord = ChunkCoord::new(i, 0);
+            let (a, b) = tokio::join!(nodes[0].chunk(spec.clone(), coord), nodes[1].chunk(spec.clone(), coord));
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_eq!(a.envelope, b.envelope);
+            assert!(a.stored && b.stored);
+        }
+        let store = storage::open(&uri, &Default::default()).unwrap();
+        assert_eq!(store.list(&Key::dir("chunks/")).await.unwrap().len(), 8);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -94,6 +94,7 @@ impl Stage<'_> {
             hook,
             kind: e.kind,
             message: e.to_string(),
+            transient: e.transient,
         });
     }
 
@@ -169,7 +170,14 @@ mod tests {
     use super::*;
 
     fn spec(plugins: Vec<AttachedPlugin>) -> GenSpec {
-        GenSpec { world: WorldId::random(), revision: 0, seed: 9, params: Params::default(), plugins }
+        GenSpec {
+            world: WorldId::random(),
+            revision: 0,
+            seed: 9,
+            params: Params::default(),
+            plugins,
+            limits: worldloom_plugin_abi::Limits::default(),
+        }
     }
 
     fn plugin(name: &str) -> AttachedPlugin {
@@ -196,7 +204,8 @@ mod tests {
                     height: input.layers.height.iter().map(|h| h + 1000.0).collect(),
                 })),
                 HookName::Biome => Ok(HookOutput::Biome(BiomeOutput { biome: vec![FOREST; input.layers.biome.len()] })),
-                HookName::Features => Err(PluginError::new(ErrorKind::Timeout, "slow")),
+                HookName::Features if p.name == "a" => Err(PluginError::new(ErrorKind::FuelExhausted, "busy")),
+                HookName::Features => Err(PluginError::transient(ErrorKind::Timeout, "slow")),
             }
         }
     }
@@ -219,7 +228,15 @@ mod tests {
         assert_eq!(rec.chunk, expect);
         assert!(!rec.chunk.features.is_empty());
         let kinds: Vec<_> = rec.plugin_failures.iter().map(|f| (f.plugin.as_str(), f.kind)).collect();
-        assert_eq!(kinds, [("unloadable", ErrorKind::Syntax), ("a", ErrorKind::Timeout), ("b", ErrorKind::Timeout)]);
+        assert_eq!(
+            kinds,
+            [("unloadable", ErrorKind::Syntax), ("a", ErrorKind::FuelExhausted), ("b", ErrorKind::Timeout)]
+        );
+        // A wall-clock failure is not a function of the chunk's inputs: the
+        // chunk says so and may not be stored as its truth.
+        let transient: Vec<_> = rec.plugin_failures.iter().map(|f| f.transient).collect();
+        assert_eq!(transient, [false, false, true]);
+        assert!(!rec.is_deterministic());
     }
 
     #[test]

@@ -30,15 +30,14 @@ const REMEMBERED_LOADS: usize = 64;
 /// process per generation thread.
 pub struct SandboxRuntime {
     supervisor: Supervisor,
-    limits: Limits,
     /// CPUs to pin generation threads and their workers to, round-robin.
     cpus: Vec<usize>,
     next_cpu: AtomicUsize,
 }
 
 impl SandboxRuntime {
-    pub fn new(supervisor: Supervisor, limits: Limits) -> Self {
-        Self { supervisor, limits, cpus: allowed_cpus(), next_cpu: AtomicUsize::new(0) }
+    pub fn new(supervisor: Supervisor) -> Self {
+        Self { supervisor, cpus: allowed_cpus(), next_cpu: AtomicUsize::new(0) }
     }
 
     pub fn supervisor(&self) -> &Supervisor {
@@ -57,7 +56,7 @@ impl PluginRuntime for SandboxRuntime {
             pin_process(0, cpu);
             worker.pin(cpu);
         }
-        Box::new(SandboxWorker { worker, limits: self.limits, loads: VecDeque::new() })
+        Box::new(SandboxWorker { worker, loads: VecDeque::new() })
     }
 }
 
@@ -68,20 +67,19 @@ pub const RETRY_TRANSIENT_LOAD_AFTER: Duration = Duration::from_secs(30);
 
 struct Load {
     sha256: String,
+    limits: Limits,
     result: Result<PluginInfo, PluginError>,
     at: Instant,
 }
 
 impl Load {
     fn expired(&self) -> bool {
-        matches!(&self.result, Err(e) if matches!(e.kind, ErrorKind::Timeout | ErrorKind::Trap))
-            && self.at.elapsed() > RETRY_TRANSIENT_LOAD_AFTER
+        matches!(&self.result, Err(e) if e.transient) && self.at.elapsed() > RETRY_TRANSIENT_LOAD_AFTER
     }
 }
 
 struct SandboxWorker {
     worker: Worker,
-    limits: Limits,
     /// Most recently used last.
     loads: VecDeque<Load>,
 }
@@ -91,22 +89,23 @@ fn plugin_ref<'a>(plugin: &'a AttachedPlugin, source: &'a str) -> PluginRef<'a> 
 }
 
 impl SandboxWorker {
-    fn info(&mut self, plugin: &AttachedPlugin, sources: &Sources) -> Result<PluginInfo, PluginError> {
+    fn info(&mut self, plugin: &AttachedPlugin, sources: &Sources, limits: &Limits) -> Result<PluginInfo, PluginError> {
         self.loads.retain(|l| !l.expired());
-        if let Some(i) = self.loads.iter().position(|l| l.sha256 == plugin.sha256) {
+        if let Some(i) = self.loads.iter().position(|l| l.sha256 == plugin.sha256 && l.limits == *limits) {
             let l = self.loads.remove(i).expect("index is in range");
             let r = l.result.clone();
             self.loads.push_back(l);
             return r;
         }
         let result = match sources.get(&plugin.sha256) {
-            None => Err(PluginError::new(ErrorKind::Trap, "the plugin's source was not available to this node")),
-            Some(source) => self.worker.load(plugin_ref(plugin, source), &self.limits).result.map(|(info, _)| info),
+            None => Err(PluginError::transient(ErrorKind::Trap, "the plugin's source was not available to this node")),
+            Some(source) => self.worker.load(plugin_ref(plugin, source), limits).result.map(|(info, _)| info),
         };
         if self.loads.len() >= REMEMBERED_LOADS {
             self.loads.pop_front();
         }
-        self.loads.push_back(Load { sha256: plugin.sha256.clone(), result: result.clone(), at: Instant::now() });
+        let at = Instant::now();
+        self.loads.push_back(Load { sha256: plugin.sha256.clone(), limits: *limits, result: result.clone(), at });
         result
     }
 }
@@ -114,29 +113,29 @@ impl SandboxWorker {
 struct Runner<'a> {
     worker: &'a mut SandboxWorker,
     sources: &'a Sources,
+    limits: &'a Limits,
 }
 
 impl HookRunner for Runner<'_> {
     fn defines(&mut self, plugin: &AttachedPlugin, hook: HookName) -> Result<bool, PluginError> {
-        self.worker.info(plugin, self.sources).map(|info| info.hooks.contains(&hook))
+        self.worker.info(plugin, self.sources, self.limits).map(|info| info.hooks.contains(&hook))
     }
 
     fn run(&mut self, plugin: &AttachedPlugin, input: &HookInput) -> Result<HookOutput, PluginError> {
         let Some(source) = self.sources.get(&plugin.sha256) else {
-            return Err(PluginError::new(ErrorKind::Trap, "the plugin's source was not available to this node"));
+            return Err(PluginError::transient(ErrorKind::Trap, "the plugin's source was not available to this node"));
         };
-        let w = &mut self.worker;
-        w.worker.call(plugin_ref(plugin, source), &w.limits, input).result
+        self.worker.worker.call(plugin_ref(plugin, source), self.limits, input).result
     }
 }
 
 impl WorkerPlugins for SandboxWorker {
-    fn runner<'a>(&'a mut self, sources: &'a Sources) -> Box<dyn HookRunner + 'a> {
-        Box::new(Runner { worker: self, sources })
+    fn runner<'a>(&'a mut self, sources: &'a Sources, limits: &'a Limits) -> Box<dyn HookRunner + 'a> {
+        Box::new(Runner { worker: self, sources, limits })
     }
 
-    fn check(&mut self, name: &str, source: &str) -> PluginCheck {
-        let report = self.worker.check(name, source, &self.limits);
+    fn check(&mut self, name: &str, source: &str, limits: &Limits) -> PluginCheck {
+        let report = self.worker.check(name, source, limits);
         let error = match (report.error, report.host_error) {
             (Some(e), _) => Some(e),
             (None, Some(h)) => {

@@ -10,10 +10,11 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
-use worldloom_cluster::model::{ChunkRecord, GenSpec};
+use worldloom_cluster::metrics::{FailureLabels, HookLabels, NodeMetrics};
+use worldloom_cluster::model::{AttachedPlugin, ChunkRecord, GenSpec};
 use worldloom_cluster::protocol::PluginCheck;
 use worldloom_cluster::{Error, Result};
-use worldloom_plugin_abi::{ErrorKind, PluginError};
+use worldloom_plugin_abi::{ErrorKind, HookInput, HookName, HookOutput, Limits, PluginError};
 use worldloom_worldgen::ChunkCoord;
 
 use crate::pipeline::{self, HookRunner};
@@ -28,10 +29,11 @@ pub trait PluginRuntime: Send + Sync {
 
 /// One worker's plugin state.
 pub trait WorkerPlugins {
-    /// A hook runner for one job, loading plugins from `sources` as needed.
-    fn runner<'a>(&'a mut self, sources: &'a Sources) -> Box<dyn HookRunner + 'a>;
+    /// A hook runner for one job, loading plugins from `sources` as needed,
+    /// every call under `limits` (the world's).
+    fn runner<'a>(&'a mut self, sources: &'a Sources, limits: &'a Limits) -> Box<dyn HookRunner + 'a>;
     /// Loads a plugin only to report what it defines.
-    fn check(&mut self, name: &str, source: &str) -> PluginCheck;
+    fn check(&mut self, name: &str, source: &str, limits: &Limits) -> PluginCheck;
 }
 
 /// The runtime of a node started without plugin support.
@@ -46,10 +48,10 @@ impl PluginRuntime for NoRuntime {
 }
 
 impl WorkerPlugins for NoWorkerPlugins {
-    fn runner<'a>(&'a mut self, _: &'a Sources) -> Box<dyn HookRunner + 'a> {
+    fn runner<'a>(&'a mut self, _: &'a Sources, _: &'a Limits) -> Box<dyn HookRunner + 'a> {
         Box::new(pipeline::NoPlugins)
     }
-    fn check(&mut self, _: &str, _: &str) -> PluginCheck {
+    fn check(&mut self, _: &str, _: &str, _: &Limits) -> PluginCheck {
         PluginCheck {
             info: None,
             error: Some(PluginError::new(ErrorKind::Trap, "this node has no plugin runtime")),
@@ -70,6 +72,7 @@ enum Job {
     Check {
         name: String,
         source: String,
+        limits: Limits,
         reply: oneshot::Sender<Result<PluginCheck>>,
     },
 }
@@ -78,25 +81,27 @@ enum Job {
 pub struct WorkerPool {
     queue: SyncSender<Job>,
     threads: usize,
+    metrics: Arc<NodeMetrics>,
 }
 
 /// Jobs that may wait for a worker before new ones are refused as overload.
 const QUEUE_DEPTH: usize = 4096;
 
 impl WorkerPool {
-    pub fn start(threads: usize, runtime: Arc<dyn PluginRuntime>) -> Self {
+    pub fn start(threads: usize, runtime: Arc<dyn PluginRuntime>, metrics: Arc<NodeMetrics>) -> Self {
         let threads = threads.max(1);
         let (queue, rx) = sync_channel::<Job>(QUEUE_DEPTH);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads {
             let rx = rx.clone();
             let runtime = runtime.clone();
+            let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("worldloom-gen-{i}"))
-                .spawn(move || work(rx, runtime))
+                .spawn(move || work(rx, runtime, &metrics))
                 .expect("spawning a worker thread");
         }
-        Self { queue, threads }
+        Self { queue, threads, metrics }
     }
 
     pub fn threads(&self) -> usize {
@@ -104,9 +109,13 @@ impl WorkerPool {
     }
 
     fn submit(&self, job: Job) -> Result<()> {
-        self.queue.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => Error::unavailable("the node's generation queue is full; retry shortly"),
-            TrySendError::Disconnected(_) => Error::internal("the node's workers have stopped"),
+        self.metrics.queue_depth.inc();
+        self.queue.try_send(job).map_err(|e| {
+            self.metrics.queue_depth.dec();
+            match e {
+                TrySendError::Full(_) => Error::unavailable("the node's generation queue is full; retry shortly"),
+                TrySendError::Disconnected(_) => Error::internal("the node's workers have stopped"),
+            }
         })
     }
 
@@ -118,9 +127,9 @@ impl WorkerPool {
     }
 
     /// Checks a plugin on a worker.
-    pub async fn check(&self, name: String, source: String) -> Result<PluginCheck> {
+    pub async fn check(&self, name: String, source: String, limits: Limits) -> Result<PluginCheck> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Job::Check { name, source, reply })?;
+        self.submit(Job::Check { name, source, limits, reply })?;
         rx.await.map_err(|_| Error::internal("a generation worker stopped mid-job"))?
     }
 }
@@ -129,7 +138,23 @@ fn panicked(what: &str) -> Error {
     Error::internal(format!("{what} panicked; this is a bug in Worldloom, not in your request"))
 }
 
-fn work(rx: Arc<Mutex<Receiver<Job>>>, runtime: Arc<dyn PluginRuntime>) {
+/// Counts the hook calls a runner makes.
+struct Counted<'a> {
+    inner: Box<dyn HookRunner + 'a>,
+    metrics: &'a NodeMetrics,
+}
+
+impl HookRunner for Counted<'_> {
+    fn defines(&mut self, plugin: &AttachedPlugin, hook: HookName) -> std::result::Result<bool, PluginError> {
+        self.inner.defines(plugin, hook)
+    }
+    fn run(&mut self, plugin: &AttachedPlugin, input: &HookInput) -> std::result::Result<HookOutput, PluginError> {
+        self.metrics.plugin_calls.get_or_create(&HookLabels { hook: input.hook.as_str().into() }).inc();
+        self.inner.run(plugin, input)
+    }
+}
+
+fn work(rx: Arc<Mutex<Receiver<Job>>>, runtime: Arc<dyn PluginRuntime>, metrics: &NodeMetrics) {
     let mut plugins = runtime.worker();
     loop {
         let job = match rx.lock() {
@@ -137,20 +162,29 @@ fn work(rx: Arc<Mutex<Receiver<Job>>>, runtime: Arc<dyn PluginRuntime>) {
             Err(_) => return,
         };
         let Ok(job) = job else { return };
+        metrics.queue_depth.dec();
         match job {
             Job::Generate { spec, coord, sources, reply } => {
+                let started = std::time::Instant::now();
                 let out = catch_unwind(AssertUnwindSafe(|| {
-                    let mut runner = plugins.runner(&sources);
-                    pipeline::generate(&spec, coord, runner.as_mut())
+                    let mut runner = Counted { inner: plugins.runner(&sources, &spec.limits), metrics };
+                    pipeline::generate(&spec, coord, &mut runner)
                 }));
+                metrics.generation_seconds.observe(started.elapsed().as_secs_f64());
+                if let Ok(record) = &out {
+                    for f in &record.plugin_failures {
+                        let labels = FailureLabels { hook: f.hook.as_str().into(), kind: f.kind.as_str().into() };
+                        metrics.plugin_failures.get_or_create(&labels).inc();
+                    }
+                }
                 if out.is_err() {
                     // The worker's plugin state may be inconsistent after a panic: start afresh.
                     plugins = runtime.worker();
                 }
                 let _ = reply.send(out.map_err(|_| panicked("chunk generation")));
             }
-            Job::Check { name, source, reply } => {
-                let out = catch_unwind(AssertUnwindSafe(|| plugins.check(&name, &source)));
+            Job::Check { name, source, limits, reply } => {
+                let out = catch_unwind(AssertUnwindSafe(|| plugins.check(&name, &source, &limits)));
                 if out.is_err() {
                     plugins = runtime.worker();
                 }

@@ -226,11 +226,22 @@ pub struct PluginError {
     /// 1-based source line, for syntax errors and exceptions raised in the plugin.
     #[serde(default)]
     pub line: Option<u32>,
+    /// The failure is not a function of the plugin and its input (a
+    /// wall-clock timeout, a crashed or killed sandbox process, a host-side
+    /// error): the same call may succeed when tried again, so a chunk
+    /// carrying it is never stored as that chunk's truth.
+    #[serde(default)]
+    pub transient: bool,
 }
 
 impl PluginError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), line: None }
+        Self { kind, message: message.into(), line: None, transient: false }
+    }
+
+    /// A failure that is not a function of the plugin and its input.
+    pub fn transient(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { transient: true, ..Self::new(kind, message) }
     }
 }
 

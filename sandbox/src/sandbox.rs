@@ -178,7 +178,7 @@ impl Sandbox {
             Err(e) => {
                 tracing::error!(plugin = %self.name, error = %e, "sandbox host error");
                 CallReport {
-                    result: Err(PluginError::new(ErrorKind::Trap, format!("internal sandbox error: {e}"))),
+                    result: Err(PluginError::transient(ErrorKind::Trap, format!("internal sandbox error: {e}"))),
                     log: String::new(),
                     stats: CallStats::default(),
                 }

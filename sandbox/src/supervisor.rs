@@ -197,6 +197,17 @@ impl Supervisor {
         }
     }
 
+    /// The zygote has loaded the engine and is alive: workers start in
+    /// milliseconds now.
+    /// Never blocks (false while the zygote is being started or asked for a worker).
+    pub fn ready(&self) -> bool {
+        match self.inner.zygote.try_lock() {
+            Ok(mut z) => z.as_mut().is_some_and(|z| matches!(z.child.try_wait(), Ok(None))),
+            Err(std::sync::TryLockError::WouldBlock) => self.inner.zygote_starts.load(Ordering::Relaxed) > 0,
+            Err(std::sync::TryLockError::Poisoned(_)) => false,
+        }
+    }
+
     /// The zygote's process id, once started (for tests and diagnostics).
     pub fn zygote_pid(&self) -> Option<u32> {
         self.inner.lock_zygote().as_ref().map(|z| z.child.id())
@@ -408,15 +419,15 @@ enum Failure {
 impl Failure {
     fn plugin_error(&self) -> PluginError {
         match self {
-            Failure::Timeout(d) => PluginError::new(
+            Failure::Timeout(d) => PluginError::transient(
                 ErrorKind::Timeout,
                 format!(
                     "the plugin's sandbox process did not answer within {} ms (its deadline plus grace) and was killed",
                     d.as_millis()
                 ),
             ),
-            Failure::Died(why) => PluginError::new(ErrorKind::Trap, format!("the sandbox process {why}")),
-            Failure::Host(e) => PluginError::new(ErrorKind::Trap, format!("internal sandbox error: {e}")),
+            Failure::Died(why) => PluginError::transient(ErrorKind::Trap, format!("the sandbox process {why}")),
+            Failure::Host(e) => PluginError::transient(ErrorKind::Trap, format!("internal sandbox error: {e}")),
         }
     }
 }
@@ -715,7 +726,7 @@ impl Worker {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(error = %e, "invalid input for a plugin call");
-                let error = PluginError::new(ErrorKind::Trap, format!("internal sandbox error: {e}"));
+                let error = PluginError::transient(ErrorKind::Trap, format!("internal sandbox error: {e}"));
                 return CallReport { result: Err(error), log: String::new(), stats: CallStats::default() };
             }
         };
@@ -763,11 +774,11 @@ impl Worker {
         if let Response::HostError(e) = &resp {
             let e = validate::clip_guest(e);
             tracing::error!(error = %e, "sandbox worker host error");
-            return PluginError::new(ErrorKind::Trap, format!("internal sandbox error: {e}"));
+            return PluginError::transient(ErrorKind::Trap, format!("internal sandbox error: {e}"));
         }
         self.inner.deaths.fetch_add(1, Ordering::Relaxed);
         self.replace();
-        PluginError::new(
+        PluginError::transient(
             ErrorKind::Trap,
             format!("the sandbox process sent an unexpected answer ({}) and was killed", kind_of(&resp)),
         )

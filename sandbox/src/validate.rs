@@ -161,7 +161,8 @@ pub fn classify(tr: &TurnResult, limits: &Limits, phase: Phase) -> Result<Vec<u8
     let failed = |e: PluginError| Err(e);
     if let Err(e) = &tr.result {
         if tr.deadline_fired {
-            return failed(PluginError::new(
+            // The wall clock decided: another run may end otherwise.
+            return failed(PluginError::transient(
                 ErrorKind::Timeout,
                 format!("the plugin ran past its {deadline_ms} ms deadline"),
             ));
@@ -238,6 +239,7 @@ pub fn classify(tr: &TurnResult, limits: &Limits, phase: Phase) -> Result<Vec<u8
                     kind: ErrorKind::MemoryLimit,
                     message: format!("{}\n{}", memory_limit(limits).message, e.message),
                     line: e.line,
+                    transient: false,
                 };
             }
             failed(e)
@@ -287,7 +289,7 @@ fn guest_error(body: &[u8], phase: Phase) -> PluginError {
         }
     };
     let kind = if exc_type == Some("MemoryError") { ErrorKind::MemoryLimit } else { kind };
-    PluginError { kind, message, line }
+    PluginError { kind, message, line, transient: false }
 }
 
 /// Validates a hook's OK body and decodes it.

@@ -7,9 +7,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use worldloom_cluster::ids::WorldId;
-use worldloom_cluster::model::{AttachedPlugin, ChunkRecord, PluginFailure, WorldRecord};
+use worldloom_cluster::model::{
+    AccountRecord, AttachedPlugin, ChunkRecord, PluginFailure, PluginNameRecord, PluginVersionRecord, TokenRecord,
+    WorldRecord,
+};
 use worldloom_cluster::wire::{self, Versioned};
-use worldloom_plugin_abi::{ErrorKind, HookName, RuntimeKind, Value};
+use worldloom_plugin_abi::{ErrorKind, HookName, Limits, ParamDecl, PluginInfo, RuntimeKind, Value};
 use worldloom_worldgen::{ChunkCoord, Params, generate_chunk};
 
 fn golden<T: Versioned + PartialEq + std::fmt::Debug>(name: &str, value: &T) {
@@ -28,13 +31,21 @@ fn golden<T: Versioned + PartialEq + std::fmt::Debug>(name: &str, value: &T) {
     assert_eq!(stored, encoded, "{name}: the encoding changed; bump the version instead");
 }
 
+/// A golden file of an older schema version: it must still decode, to what
+/// the current version holds for it.
+fn older<T: Versioned + PartialEq + std::fmt::Debug>(name: &str, value: &T) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden").join(name);
+    let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(stored[3] < T::VERSION, "{name} is not an older version");
+    assert_eq!(&wire::decode::<T>(&stored).expect("the old golden file decodes"), value, "{name}");
+}
+
 fn world_id() -> WorldId {
     WorldId::parse("w00112233445566aa").unwrap()
 }
 
-#[test]
-fn chunk_record_v1_still_decodes() {
-    let record = ChunkRecord {
+fn chunk(transient: bool) -> ChunkRecord {
+    ChunkRecord {
         world: world_id(),
         revision: 3,
         chunk: generate_chunk(2024, &Params::default(), ChunkCoord::new(-2, 7)),
@@ -44,15 +55,25 @@ fn chunk_record_v1_still_decodes() {
             hook: HookName::Terrain,
             kind: ErrorKind::Timeout,
             message: "timeout: passed its 2000 ms deadline".into(),
+            transient,
         }],
-    };
-    assert!(!record.chunk.features.is_empty(), "the golden chunk exercises features");
-    golden("chunk-v1.bin", &record);
+    }
 }
 
 #[test]
-fn world_record_v1_still_decodes() {
-    let record = WorldRecord {
+fn chunk_record_v2_is_pinned() {
+    let record = chunk(true);
+    assert!(!record.chunk.features.is_empty(), "the golden chunk exercises features");
+    golden("chunk-v2.bin", &record);
+}
+
+#[test]
+fn chunk_record_v1_still_decodes_with_every_failure_deterministic() {
+    older("chunk-v1.bin", &chunk(false));
+}
+
+fn world(limits: Limits) -> WorldRecord {
+    WorldRecord {
         id: world_id(),
         name: "Golden".into(),
         seed: u64::MAX - 7,
@@ -73,6 +94,55 @@ fn world_record_v1_still_decodes() {
         owner: Some("alice".into()),
         created_unix_s: 1_790_000_000,
         updated_unix_s: 1_790_000_100,
+        limits,
+    }
+}
+
+#[test]
+fn world_record_v2_is_pinned() {
+    let limits = Limits { fuel: 123_456_789, deadline_ms: 1_500, memory_bytes: 96 << 20, ..Limits::default() };
+    golden("world-v2.bin", &world(limits));
+}
+
+#[test]
+fn world_record_v1_still_decodes_under_the_default_limits() {
+    older("world-v1.bin", &world(Limits::default()));
+}
+
+#[test]
+fn plugin_version_record_v1_is_pinned() {
+    let info = PluginInfo {
+        hooks: vec![HookName::Terrain, HookName::Features],
+        params: BTreeMap::from([
+            ("depth".into(), ParamDecl { default: Value::Float(2.0), min: Some(0.0), max: Some(8.0), doc: "m".into() }),
+            (
+                "style".into(),
+                ParamDecl { default: Value::Str("braided".into()), min: None, max: None, doc: String::new() },
+            ),
+        ]),
     };
-    golden("world-v1.bin", &record);
+    let record = PluginVersionRecord {
+        name: "rivers".into(),
+        version: "1.2.0".into(),
+        description: "Carves rivers".into(),
+        runtime: RuntimeKind::Python,
+        sha256: "cd".repeat(32),
+        size_bytes: 4_321,
+        info,
+        abi_version: 1,
+        owner: "alice".into(),
+        created_unix_s: 1_790_000_000,
+        yanked: true,
+    };
+    golden("plugin-version-v1.bin", &record);
+}
+
+#[test]
+fn plugin_name_account_and_token_records_v1_are_pinned() {
+    golden("plugin-name-v1.bin", &PluginNameRecord { name: "rivers".into(), owner: "alice".into(), created_unix_s: 7 });
+    golden(
+        "account-v1.bin",
+        &AccountRecord { name: "alice".into(), token_sha256: "ef".repeat(32), created_unix_s: 1_790_000_000 },
+    );
+    golden("token-v1.bin", &TokenRecord { account: "alice".into(), created_unix_s: 1_790_000_001 });
 }

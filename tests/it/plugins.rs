@@ -141,3 +141,112 @@ async fn a_world_with_a_plugin_streams_a_radius_8_square() {
     drop(ws);
     s.stop();
 }
+
+/// Spins until the wall clock stops it (the world's fuel is practically unlimited).
+const SPIN: &str = r#"
+def terrain(ctx, chunk):
+    while True:
+        pass
+"#;
+
+/// A plugin failure that is not a function of the chunk's inputs (here the
+/// wall-clock deadline) makes the chunk provisional: it is served, marked as
+/// such, never stored as the chunk's truth, and generated again when asked
+/// again. The limits that decide it are the world's, set at its creation.
+#[tokio::test]
+async fn a_wall_clock_failure_is_served_marked_provisional_and_never_stored() {
+    let dir = worldloom_tests::TempDir::new("provisional");
+    let s = worldloom_tests::start_with(&dir.uri(), |c| {
+        c.limits.fuel = 1 << 50;
+        c.limits.deadline_ms = 150;
+    });
+    upload_plugin(&s.base, &s.token, "spin", "1.0.0", SPIN).await;
+    let world = create_world(
+        &s.base,
+        &s.token,
+        json!({"name": "S", "seed": 3, "plugins": [{"name": "spin", "version": "1.0.0"}]}),
+    )
+    .await;
+    let id = world["id"].as_str().unwrap().to_owned();
+    let store = worldloom_cluster::storage::open(&dir.uri(), &Default::default()).unwrap();
+    let wid = worldloom_cluster::ids::WorldId::parse(&id).unwrap();
+    let key = worldloom_cluster::storage::Key::chunk(&wid, 0, ChunkCoord::new(2, 2));
+    for _ in 0..2 {
+        let res = client()
+            .get(format!("{}/v1/worlds/{id}/chunks/2/2", s.base))
+            .header("accept", "application/x-postcard")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-worldloom-provisional"], "true");
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        let record: worldloom_cluster::model::ChunkRecord =
+            worldloom_cluster::wire::decode(&res.bytes().await.unwrap()).unwrap();
+        let f = &record.plugin_failures[0];
+        assert_eq!((f.kind, f.transient), (worldloom_plugin_abi::ErrorKind::Timeout, true), "{f:?}");
+        assert_eq!(
+            record.chunk,
+            generate_chunk(3, &Default::default(), ChunkCoord::new(2, 2)),
+            "served without the hook"
+        );
+        assert!(store.get(&key).await.unwrap().is_none(), "a provisional chunk is never stored");
+    }
+    // A deterministic failure is part of the chunk and is stored.
+    let dir2 = worldloom_tests::TempDir::new("fuel-failure");
+    let fuel = worldloom_tests::start_with(&dir2.uri(), |c| c.limits.fuel = 50_000_000);
+    upload_plugin(&fuel.base, &fuel.token, "spin", "1.0.0", SPIN).await;
+    let store = worldloom_cluster::storage::open(&dir2.uri(), &Default::default()).unwrap();
+    let world = create_world(
+        &fuel.base,
+        &fuel.token,
+        json!({"name": "F", "seed": 3, "plugins": [{"name": "spin", "version": "1.0.0"}]}),
+    )
+    .await;
+    let fid = worldloom_cluster::ids::WorldId::parse(world["id"].as_str().unwrap()).unwrap();
+    let (_, record) = chunk_postcard(&fuel.base, fid.as_str(), 2, 2).await;
+    assert_eq!(record.plugin_failures[0].kind, worldloom_plugin_abi::ErrorKind::FuelExhausted);
+    assert!(!record.plugin_failures[0].transient);
+    let key = worldloom_cluster::storage::Key::chunk(&fid, 0, ChunkCoord::new(2, 2));
+    assert!(store.get(&key).await.unwrap().is_some(), "a deterministic failure is stored with its chunk");
+    fuel.stop();
+    s.stop();
+}
+
+/// `/metrics` is the Prometheus text format and its counters move with the
+/// work: chunks generated and served from storage, plugin calls and
+/// failures by hook and kind, the chunks clients got by source.
+#[tokio::test]
+async fn metrics_count_chunks_plugin_calls_and_failures() {
+    let s = start("memory://");
+    upload_plugin(&s.base, &s.token, "flaky", "1.0.0", FLAKY).await;
+    let world = create_world(
+        &s.base,
+        &s.token,
+        json!({"name": "M", "seed": 2, "plugins": [{"name": "flaky", "version": "1.0.0"}]}),
+    )
+    .await;
+    let id = world["id"].as_str().unwrap();
+    let res = client().get(format!("{}/metrics", s.base)).send().await.unwrap();
+    assert_eq!(res.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    let text = res.text().await.unwrap();
+    assert!(text.contains("# TYPE worldloom_node_generation_seconds histogram"), "{text}");
+    let sample = |text: &str, name: &str| worldloom_tests::sample(text, name).unwrap_or(0.0);
+    for (cx, cz) in [(0, 0), (1, 0), (0, 0)] {
+        chunk_postcard(&s.base, id, cx, cz).await;
+    }
+    let after = client().get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(sample(&after, "worldloom_node_chunks_generated_total"), 2.0, "{after}");
+    assert_eq!(sample(&after, "worldloom_node_chunks_from_storage_total"), 1.0);
+    assert_eq!(sample(&after, r#"worldloom_node_plugin_calls_total{hook="terrain"}"#), 2.0);
+    // FLAKY raises on odd chunks.
+    assert_eq!(sample(&after, r#"worldloom_node_plugin_failures_total{hook="terrain",kind="exception"}"#), 1.0);
+    assert_eq!(sample(&after, r#"worldloom_coordinator_chunks_served_total{source="generated"}"#), 2.0);
+    assert_eq!(sample(&after, r#"worldloom_coordinator_chunks_served_total{source="stored"}"#), 1.0);
+    assert_eq!(sample(&after, "worldloom_coordinator_live_nodes"), 1.0);
+    assert_eq!(sample(&after, "worldloom_node_regions_owned"), 1.0);
+    // This request is the one in flight.
+    assert_eq!(sample(&after, "worldloom_coordinator_inflight_requests"), 1.0);
+    assert_eq!(sample(&after, "worldloom_node_queue_depth"), 0.0);
+    s.stop();
+}

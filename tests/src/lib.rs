@@ -78,7 +78,7 @@ pub fn start_with(data: &str, adjust: impl FnOnce(&mut Config)) -> InProcess {
     let mut config =
         Config { data: data.into(), listen: SocketAddr::from(([127, 0, 0, 1], 0)), workers: 2, ..Config::default() };
     adjust(&mut config);
-    let runtime = worldloom_node::plugins::SandboxRuntime::new(supervisor(), config.limits);
+    let runtime = worldloom_node::plugins::SandboxRuntime::new(supervisor());
     let server = worldloom_cli::start(config, Arc::new(runtime)).expect("server starts");
     let store = server.store.clone();
     let token = block_on(async move { worldloom_coordinator::auth::create_account(store.as_ref(), "tester").await })
@@ -122,6 +122,29 @@ impl Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// What the process wrote to standard error (when spawned capturing it),
+    /// read to its end.
+    pub fn stderr_text(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Waits (up to `within`) for the process to exit by itself; its status.
+    pub fn exits_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
 }
 
 /// The `worldloom` binary built next to this test binary.
@@ -144,15 +167,28 @@ pub fn spawn(data: &str, extra: &[&str]) -> Process {
 
 /// Like [`spawn`], with extra environment variables.
 pub fn spawn_with_env(data: &str, extra: &[&str], env: &[(String, String)]) -> Process {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data", data];
+    args.extend_from_slice(extra);
+    spawn_role(&args, env, "worldloom listening on ")
+}
+
+/// Spawns `worldloom ARGS` with the test runtime and `env`, and waits for the
+/// line starting with `ready` that names its address.
+pub fn spawn_role(args: &[&str], env: &[(String, String)], ready: &str) -> Process {
+    spawn_role_with(args, env, ready, false)
+}
+
+/// Like [`spawn_role`]; with `capture`, the process's standard error is kept
+/// for [`Process::stderr_text`] instead of shown.
+pub fn spawn_role_with(args: &[&str], env: &[(String, String)], ready: &str, capture: bool) -> Process {
     let mut child = Command::new(binary())
-        .envs(env.iter().cloned())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data", data])
-        .args(extra)
+        .args(args)
         .env("RUST_LOG", "warn")
         .env("WORLDLOOM_RUNTIME_DIR", worldloom_dir().join("runtime/python"))
         .env("WORLDLOOM_CACHE_DIR", worldloom_dir().join("cache"))
+        .envs(env.iter().cloned())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(if capture { Stdio::piped() } else { Stdio::inherit() })
         .spawn()
         .expect("spawning worldloom");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -160,10 +196,73 @@ pub fn spawn_with_env(data: &str, extra: &[&str], env: &[(String, String)]) -> P
     BufReader::new(stdout).read_line(&mut line).expect("reading the listen line");
     let base = line
         .trim()
-        .strip_prefix("worldloom listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line from worldloom: {line:?}"))
+        .strip_prefix(ready)
+        .and_then(|rest| rest.split_whitespace().last())
+        .unwrap_or_else(|| panic!("unexpected first line from worldloom {args:?}: {line:?}"))
         .to_owned();
     Process { base, child }
+}
+
+/// The cluster secret of the test clusters.
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789";
+
+/// The environment of a test cluster process: the cluster secret, fast
+/// heartbeats (a dead node is removed after 1.5 s), and `extra`.
+pub fn cluster_env(extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("WORLDLOOM_CLUSTER__SECRET".to_owned(), CLUSTER_SECRET.to_owned()),
+        ("WORLDLOOM_CLUSTER__HEARTBEAT_MS".to_owned(), "200".to_owned()),
+        ("WORLDLOOM_CLUSTER__NODE_TIMEOUT_MS".to_owned(), "1500".to_owned()),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+/// Spawns `worldloom coordinator` on an ephemeral port.
+pub fn spawn_coordinator(data: &str, env: &[(String, String)]) -> Process {
+    spawn_role(&["coordinator", "--listen", "127.0.0.1:0", "--data", data], env, "worldloom coordinator listening on ")
+}
+
+/// Spawns `worldloom node --id ID` for the given coordinators, with one
+/// generation worker, on an ephemeral port.
+pub fn spawn_node(id: &str, coordinators: &[&str], data: &str, env: &[(String, String)]) -> Process {
+    let list = coordinators.join(",");
+    spawn_role(
+        &["node", "--id", id, "--coordinator", &list, "--listen", "127.0.0.1:0", "--data", data, "--workers", "1"],
+        env,
+        &format!("worldloom node {id} listening on "),
+    )
+}
+
+/// Waits (up to 60 s) until the coordinator at `base` has exactly the live
+/// nodes `ids`, all of them ready.
+pub async fn wait_for_nodes(base: &str, ids: &[&str]) {
+    let mut want: Vec<&str> = ids.to_vec();
+    want.sort_unstable();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let body: serde_json::Value =
+            client().get(format!("{base}/readyz")).send().await.expect("GET /readyz").json().await.expect("JSON");
+        let nodes = body["nodes"].as_array().cloned().unwrap_or_default();
+        let mut live: Vec<&str> = nodes.iter().filter_map(|n| n["id"].as_str()).collect();
+        live.sort_unstable();
+        if live == want && nodes.iter().all(|n| n["ready"] == true) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "nodes {want:?} never became live on {base}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of an unlabelled sample in a Prometheus text exposition.
+pub async fn metric(base: &str, name: &str) -> f64 {
+    let text = client().get(format!("{base}/metrics")).send().await.expect("GET /metrics").text().await.expect("text");
+    sample(&text, name).unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+/// The value of the sample named exactly `name` (labels included) in `text`.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// A unique scratch directory, removed when dropped.
@@ -192,7 +291,7 @@ impl Drop for TempDir {
 
 pub fn client() -> reqwest::Client {
     // reqwest is built without a default TLS provider (OpenDAL brings rustls without one).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    worldloom_cluster::install_tls_provider();
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client")
 }
 
@@ -254,6 +353,13 @@ pub enum Frame {
     Json(serde_json::Value),
 }
 
+/// A frame with a chunk left as the envelope bytes the server sent.
+#[derive(Debug)]
+pub enum RawFrame {
+    Chunk(Vec<u8>),
+    Json(serde_json::Value),
+}
+
 impl Stream {
     pub async fn connect(base: &str, world: &str) -> Stream {
         let url = format!("{}/v1/worlds/{world}/stream", base.replacen("http://", "ws://", 1));
@@ -271,6 +377,14 @@ impl Stream {
 
     /// The next data frame (within 60 s).
     pub async fn next(&mut self) -> Frame {
+        match self.next_raw().await {
+            RawFrame::Chunk(b) => Frame::Chunk(Box::new(wire::decode(&b).expect("chunk envelope"))),
+            RawFrame::Json(j) => Frame::Json(j),
+        }
+    }
+
+    /// The next data frame (within 60 s), chunks undecoded.
+    pub async fn next_raw(&mut self) -> RawFrame {
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(60), self.ws.next())
                 .await
@@ -278,12 +392,8 @@ impl Stream {
                 .expect("the stream is open")
                 .expect("a valid frame");
             match msg {
-                Message::Binary(b) => {
-                    return Frame::Chunk(Box::new(wire::decode(&b).expect("chunk envelope")));
-                }
-                Message::Text(t) => {
-                    return Frame::Json(serde_json::from_str(&t).expect("JSON text frame"));
-                }
+                Message::Binary(b) => return RawFrame::Chunk(b.to_vec()),
+                Message::Text(t) => return RawFrame::Json(serde_json::from_str(&t).expect("JSON text frame")),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("unexpected frame {other:?}"),
             }

@@ -20,7 +20,6 @@ use worldloom_cluster::storage;
 use worldloom_coordinator::Coordinator;
 use worldloom_coordinator::actor::{CoordinatorActor, Join, NodeLink};
 use worldloom_coordinator::http::{self, AppState};
-use worldloom_node::actor::NodeActor;
 use worldloom_node::plugins::SandboxRuntime;
 use worldloom_node::server::NodeState;
 use worldloom_node::{Node, PluginRuntime};
@@ -93,7 +92,8 @@ pub fn supervisor(config: &Config, workers: usize) -> anyhow::Result<Supervisor>
 
 /// The plugin runtime for a node of `config`: sandbox worker processes.
 pub fn sandbox_runtime(config: &Config) -> anyhow::Result<Arc<SandboxRuntime>> {
-    Ok(Arc::new(SandboxRuntime::new(supervisor(config, config.worker_count())?)))
+    let workers = config.worker_count();
+    Ok(Arc::new(SandboxRuntime::new(supervisor(config, workers)?, workers)))
 }
 
 /// What runs in one server process.
@@ -182,16 +182,17 @@ pub fn start_role(config: Config, role: Role) -> anyhow::Result<RunningServer> {
                     Role::Embedded(_) | Role::Coordinator => {
                         let timeout = std::time::Duration::from_millis(config.cluster.node_timeout_ms);
                         let cm = metrics.coordinator();
-                        let actor = CoordinatorActor::new(timeout, client, secret, cm.live_nodes.clone()).start();
+                        let actor = CoordinatorActor::new(timeout, client, secret, cm.live_nodes.clone());
+                        let router = actor.router();
+                        let actor = actor.start();
                         if let Role::Embedded(runtime) = role {
                             let node = Node::start(store.clone(), runtime, config.worker_count(), metrics.node());
-                            let node = NodeActor::new(node).start();
                             actor
-                                .send(Join { id: NodeId("local".into()), link: NodeLink::Local(node.recipient()) })
+                                .send(Join { id: NodeId("local".into()), link: NodeLink::Local(node) })
                                 .await
                                 .context("registering the local node")?;
                         }
-                        let coordinator = Coordinator::open(store, actor, config.clone(), cm.clone())
+                        let coordinator = Coordinator::open(store, actor, router, config.clone(), cm.clone())
                             .await
                             .map_err(|e| anyhow::anyhow!("opening the world registry: {e}"))?;
                         let state = web::Data::new(AppState { coordinator, metrics: metrics.clone() });

@@ -42,8 +42,13 @@ pub enum NodeRequest {
     CheckPlugin { runtime: RuntimeKind, name: String, source: String, limits: Limits },
 }
 
-impl actix::Message for NodeRequest {
-    type Result = crate::Result<NodeResponse>;
+/// A node as a coordinator in the same process calls it: the same
+/// [`NodeRequest`]s a remote node gets in an [`RpcRequest`], without a
+/// mailbox or a socket in between (each would add thread hand-offs to
+/// every chunk).
+#[async_trait::async_trait]
+pub trait NodeService: Send + Sync {
+    async fn handle(self: Arc<Self>, request: NodeRequest) -> crate::Result<NodeResponse>;
 }
 
 /// What loading a plugin in the sandbox found.

@@ -9,24 +9,77 @@
 //! (they come back with their next heartbeat if they are alive).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
+use actix::{Actor, AsyncContext, Context, Handler, Message};
 use worldloom_cluster::ids::WorldId;
 use worldloom_cluster::metrics::Gauge;
 use worldloom_cluster::placement::{self, NodeId};
-use worldloom_cluster::protocol::NodeRequest;
+use worldloom_cluster::protocol::NodeService;
 use worldloom_worldgen::RegionCoord;
 
 use crate::remote::RemoteNode;
 
 /// How to reach one node.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum NodeLink {
-    /// A node actor in this process (`worldloom serve`).
-    Local(Recipient<NodeRequest>),
+    /// A node in this process (`worldloom serve`), called directly.
+    Local(Arc<dyn NodeService>),
     /// A node process, over its internal HTTP endpoint.
-    Remote(std::sync::Arc<RemoteNode>),
+    Remote(Arc<RemoteNode>),
+}
+
+impl std::fmt::Debug for NodeLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeLink::Local(_) => f.write_str("Local"),
+            NodeLink::Remote(r) => f.debug_tuple("Remote").field(&r.url).finish(),
+        }
+    }
+}
+
+/// The live nodes as the actor last published them. Routing a request
+/// reads this snapshot on the caller's thread: no message to the actor,
+/// no thread hand-off per chunk.
+#[derive(Default)]
+struct RouteTable {
+    ids: Vec<NodeId>,
+    links: BTreeMap<NodeId, NodeLink>,
+}
+
+/// A handle on the actor's published routing table.
+#[derive(Clone, Default)]
+pub struct Router(Arc<RwLock<Arc<RouteTable>>>);
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Router").field(&self.table().ids).finish()
+    }
+}
+
+impl Router {
+    fn table(&self) -> Arc<RouteTable> {
+        self.0.read().expect("route table lock").clone()
+    }
+
+    /// Which live node takes a request placed `by`, skipping `exclude`
+    /// (nodes that already failed it).
+    pub fn route(&self, by: &RouteBy, exclude: &[NodeId]) -> Option<(NodeId, NodeLink)> {
+        let table = self.table();
+        let filtered: Vec<NodeId>;
+        let ids = if exclude.is_empty() {
+            &table.ids
+        } else {
+            filtered = table.ids.iter().filter(|n| !exclude.contains(n)).cloned().collect();
+            &filtered
+        };
+        let id = match by {
+            RouteBy::Region(world, region) => placement::owner(ids, world, *region),
+            RouteBy::Key(key) => placement::owner_of_key(ids, key),
+        }?;
+        table.links.get(id).map(|l| (id.clone(), l.clone()))
+    }
 }
 
 /// A node in this process became live (it never expires).
@@ -62,15 +115,6 @@ pub enum RouteBy {
     Key(String),
 }
 
-/// Which node takes this request, skipping `exclude` (nodes that already
-/// failed it)?
-#[derive(Message)]
-#[rtype(result = "Option<(NodeId, NodeLink)>")]
-pub struct Route {
-    pub by: RouteBy,
-    pub exclude: Vec<NodeId>,
-}
-
 /// The live nodes.
 #[derive(Message)]
 #[rtype(result = "Vec<MemberView>")]
@@ -95,7 +139,7 @@ struct Member {
 
 pub struct CoordinatorActor {
     nodes: BTreeMap<NodeId, Member>,
-    ids: Vec<NodeId>,
+    router: Router,
     node_timeout: Duration,
     client: reqwest::Client,
     secret: String,
@@ -106,22 +150,22 @@ impl CoordinatorActor {
     /// `secret`: what this coordinator presents to remote nodes;
     /// `live_nodes`: the gauge it keeps at the number of live nodes.
     pub fn new(node_timeout: Duration, client: reqwest::Client, secret: String, live_nodes: Gauge) -> Self {
-        Self { nodes: BTreeMap::new(), ids: Vec::new(), node_timeout, client, secret, live_nodes }
+        Self { nodes: BTreeMap::new(), router: Router::default(), node_timeout, client, secret, live_nodes }
     }
 
+    /// The routing table this actor publishes (take it before starting the actor).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Publishes the live set after a join or a leave.
     fn changed(&mut self) {
-        self.ids = self.nodes.keys().cloned().collect();
-        self.live_nodes.set(self.ids.len() as i64);
-    }
-
-    fn pick(&self, owner: impl Fn(&[NodeId]) -> Option<NodeId>, exclude: &[NodeId]) -> Option<(NodeId, NodeLink)> {
-        let ids: Vec<NodeId> = if exclude.is_empty() {
-            self.ids.clone()
-        } else {
-            self.ids.iter().filter(|n| !exclude.contains(n)).cloned().collect()
+        let table = RouteTable {
+            ids: self.nodes.keys().cloned().collect(),
+            links: self.nodes.iter().map(|(id, m)| (id.clone(), m.link.clone())).collect(),
         };
-        let id = owner(&ids)?;
-        self.nodes.get(&id).map(|m| (id, m.link.clone()))
+        self.live_nodes.set(table.ids.len() as i64);
+        *self.router.0.write().expect("route table lock") = Arc::new(table);
     }
 }
 
@@ -172,7 +216,7 @@ impl Handler<Heartbeat> for CoordinatorActor {
             }
             _ => {
                 tracing::info!(node = %msg.id.0, url = %msg.url, "node joined");
-                let link = NodeLink::Remote(std::sync::Arc::new(RemoteNode::new(
+                let link = NodeLink::Remote(Arc::new(RemoteNode::new(
                     msg.id.clone(),
                     msg.url.clone(),
                     self.client.clone(),
@@ -194,18 +238,6 @@ impl Handler<Leave> for CoordinatorActor {
             tracing::warn!(node = %msg.id.0, "node removed after a failed request");
             self.nodes.remove(&msg.id);
             self.changed();
-        }
-    }
-}
-
-impl Handler<Route> for CoordinatorActor {
-    type Result = Option<(NodeId, NodeLink)>;
-    fn handle(&mut self, msg: Route, _: &mut Context<Self>) -> Self::Result {
-        match &msg.by {
-            RouteBy::Region(world, region) => {
-                self.pick(|ids| placement::owner(ids, world, *region).cloned(), &msg.exclude)
-            }
-            RouteBy::Key(key) => self.pick(|ids| placement::owner_of_key(ids, key).cloned(), &msg.exclude),
         }
     }
 }

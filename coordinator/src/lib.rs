@@ -35,7 +35,7 @@ use worldloom_cluster::storage::{self, Key, ObjectStore};
 use worldloom_cluster::{Error, ErrorKind, Result};
 use worldloom_worldgen::{ChunkCoord, Params};
 
-use crate::actor::{CoordinatorActor, Leave, Members, Route, RouteBy};
+use crate::actor::{CoordinatorActor, Leave, Members, RouteBy, Router};
 use crate::auth::Account;
 
 /// How long a cached world (or world listing) is served before storage is
@@ -74,6 +74,7 @@ struct Slot {
 pub struct Coordinator {
     store: Arc<dyn ObjectStore>,
     actor: Addr<CoordinatorActor>,
+    router: Router,
     worlds: RwLock<HashMap<WorldId, Arc<Slot>>>,
     /// The last world listing and when it was made.
     listing: Mutex<Option<(Instant, Vec<Arc<World>>)>>,
@@ -99,6 +100,7 @@ impl Coordinator {
     pub async fn open(
         store: Arc<dyn ObjectStore>,
         actor: Addr<CoordinatorActor>,
+        router: Router,
         config: Arc<Config>,
         metrics: Arc<CoordinatorMetrics>,
     ) -> Result<Arc<Self>> {
@@ -107,6 +109,7 @@ impl Coordinator {
         let c = Arc::new(Coordinator {
             store,
             actor,
+            router,
             worlds: RwLock::new(HashMap::new()),
             listing: Mutex::new(None),
             workshop,
@@ -329,12 +332,7 @@ impl Coordinator {
         let mut exclude = Vec::new();
         let mut last = None;
         for _ in 0..self.config.cluster.attempts.max(1) {
-            let Some((id, link)) = self
-                .actor
-                .send(Route { by: by.clone(), exclude: exclude.clone() })
-                .await
-                .map_err(|_| Error::unavailable("the coordinator is shutting down"))?
-            else {
+            let Some((id, link)) = self.router.route(&by, &exclude) else {
                 break;
             };
             match link.call(request.clone(), deadline).await {

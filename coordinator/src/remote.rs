@@ -1,4 +1,4 @@
-//! Talking to a node: in process (an actor message) or remote (a versioned
+//! Talking to a node: in process (a direct `NodeService` call) or remote (a versioned
 //! postcard frame in an HTTP/1.1 keep-alive POST to the node's internal
 //! endpoint, with a request id and a per-attempt deadline). Either way the
 //! request and the answer are the same `cluster::protocol` types.
@@ -75,9 +75,8 @@ impl NodeLink {
     /// errors the node itself returns keep their kind.
     pub async fn call(&self, request: NodeRequest, deadline: Duration) -> Result<NodeResponse> {
         match self {
-            NodeLink::Local(r) => match tokio::time::timeout(deadline, r.send(request)).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(_)) => Err(Error::unavailable("the local node is shutting down").with_code(UNREACHABLE)),
+            NodeLink::Local(node) => match tokio::time::timeout(deadline, node.clone().handle(request)).await {
+                Ok(answer) => answer,
                 Err(_) => {
                     Err(Error::unavailable(format!("the local node did not answer within {} ms", deadline.as_millis())))
                 }

@@ -1,11 +1,11 @@
 //! A generation node: generates, caches and serves chunks for the regions a
 //! coordinator sends it, running plugins in the sandbox on worker threads.
 //!
-//! The node's whole interface is messages (`cluster::protocol::Generate`,
-//! `CheckPlugin`, mirroring `cluster::protocol::NodeRequest`), so
-//! the same node can sit in the coordinator's process or behind a socket.
+//! The node's whole interface is [`NodeRequest`] messages
+//! ([`Node::handle`]): a coordinator in the same process calls it through
+//! [`NodeService`], one in another process sends the same messages to
+//! [`server`]'s endpoint.
 
-pub mod actor;
 pub mod pipeline;
 pub mod plugins;
 pub mod server;
@@ -19,7 +19,7 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use worldloom_cluster::metrics::NodeMetrics;
 use worldloom_cluster::model::{ChunkRecord, GenSpec};
-use worldloom_cluster::protocol::{ChunkBytes, NodeRequest, NodeResponse, PluginCheck};
+use worldloom_cluster::protocol::{ChunkBytes, NodeRequest, NodeResponse, NodeService, PluginCheck};
 use worldloom_cluster::storage::{Key, ObjectStore, source_sha256};
 use worldloom_cluster::{Error, Result, wire};
 use worldloom_plugin_abi::Limits;
@@ -118,11 +118,10 @@ impl Node {
 
     async fn generate_and_store(&self, spec: Arc<GenSpec>, coord: ChunkCoord, key: &Key) -> Result<ChunkBytes> {
         let sources = Arc::new(self.sources_for(&spec).await?);
-        let record = self.pool.generate(spec.clone(), coord, sources).await?;
+        let (deterministic, bytes) = self.pool.generate(spec.clone(), coord, sources).await?;
         self.metrics.chunks_generated.inc();
         self.metrics.owns(&spec.world, coord.region());
-        let bytes = Bytes::from(wire::encode(&record));
-        if !record.is_deterministic() {
+        if !deterministic {
             self.metrics.chunks_transient.inc();
             // Another run may come out otherwise: not this chunk's truth.
             return Ok(ChunkBytes { envelope: bytes, generated: true, stored: false });
@@ -191,6 +190,13 @@ impl Node {
     /// Loads a plugin in a sandbox on a worker and reports what it defines.
     pub async fn check_plugin(&self, name: String, source: String, limits: Limits) -> Result<PluginCheck> {
         self.pool.check(name, source, limits).await
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeService for Node {
+    async fn handle(self: Arc<Self>, request: NodeRequest) -> Result<NodeResponse> {
+        Node::handle(&self, request).await
     }
 }
 

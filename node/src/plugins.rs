@@ -30,14 +30,23 @@ const REMEMBERED_LOADS: usize = 64;
 /// process per generation thread.
 pub struct SandboxRuntime {
     supervisor: Supervisor,
-    /// CPUs to pin generation threads and their workers to, round-robin.
+    /// CPUs to pin generation threads and their workers to, round-robin;
+    /// empty: no pinning.
     cpus: Vec<usize>,
     next_cpu: AtomicUsize,
 }
 
 impl SandboxRuntime {
-    pub fn new(supervisor: Supervisor) -> Self {
-        Self { supervisor, cpus: allowed_cpus(), next_cpu: AtomicUsize::new(0) }
+    /// The runtime for a node with `workers` generation threads. They are
+    /// pinned (each with its worker process) only when there are at least as
+    /// many of them as CPUs this process may use: the node then owns those
+    /// CPUs. Fewer threads are left to the scheduler, so that several nodes
+    /// on one machine (pods without a CPU set of their own) do not all pin
+    /// their first thread to the same CPU.
+    pub fn new(supervisor: Supervisor, workers: usize) -> Self {
+        let cpus = allowed_cpus();
+        let cpus = if workers >= cpus.len() { cpus } else { Vec::new() };
+        Self { supervisor, cpus, next_cpu: AtomicUsize::new(0) }
     }
 
     pub fn supervisor(&self) -> &Supervisor {

@@ -9,6 +9,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 use worldloom_cluster::metrics::{FailureLabels, HookLabels, NodeMetrics};
 use worldloom_cluster::model::{AttachedPlugin, ChunkRecord, GenSpec};
@@ -67,7 +68,7 @@ enum Job {
         spec: Arc<GenSpec>,
         coord: ChunkCoord,
         sources: Arc<Sources>,
-        reply: oneshot::Sender<Result<ChunkRecord>>,
+        reply: oneshot::Sender<Result<(bool, Bytes)>>,
     },
     Check {
         name: String,
@@ -119,8 +120,15 @@ impl WorkerPool {
         })
     }
 
-    /// Generates one chunk on a worker.
-    pub async fn generate(&self, spec: Arc<GenSpec>, coord: ChunkCoord, sources: Arc<Sources>) -> Result<ChunkRecord> {
+    /// Generates one chunk on a worker and encodes it there (the event loops
+    /// only move bytes): whether it is deterministic
+    /// ([`ChunkRecord::is_deterministic`]) and its envelope.
+    pub async fn generate(
+        &self,
+        spec: Arc<GenSpec>,
+        coord: ChunkCoord,
+        sources: Arc<Sources>,
+    ) -> Result<(bool, Bytes)> {
         let (reply, rx) = oneshot::channel();
         self.submit(Job::Generate { spec, coord, sources, reply })?;
         rx.await.map_err(|_| Error::internal("a generation worker stopped mid-job"))?
@@ -177,6 +185,9 @@ fn work(rx: Arc<Mutex<Receiver<Job>>>, runtime: Arc<dyn PluginRuntime>, metrics:
                         metrics.plugin_failures.get_or_create(&labels).inc();
                     }
                 }
+                let out = out.map(|record: ChunkRecord| {
+                    (record.is_deterministic(), Bytes::from(worldloom_cluster::wire::encode(&record)))
+                });
                 if out.is_err() {
                     // The worker's plugin state may be inconsistent after a panic: start afresh.
                     plugins = runtime.worker();

@@ -341,3 +341,42 @@ async fn a_node_of_another_protocol_version_is_refused_and_exits_naming_both_ver
         client().get(format!("{}/readyz", coordinator.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(readyz["nodes"], json!([]), "the refused node never joined");
 }
+
+/// A coordinator killed and started again on its address loses nothing
+/// (worlds, plugins and chunks are in storage) and its nodes register again
+/// on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_coordinator_loses_nothing_and_its_nodes_come_back() {
+    let dir = TempDir::new("restart");
+    let env = cluster_env(&[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["coordinator", "--listen", listen.as_str(), "--data", &dir.uri()];
+    let ready = "worldloom coordinator listening on ";
+    let first = worldloom_tests::spawn_role(&args, &env, ready);
+    let node = spawn_node("node-1", &[&first.base], &dir.uri(), &env);
+    wait_for_nodes(&first.base, &["node-1"]).await;
+    let token = account_token(&dir.uri(), &Default::default(), "tester");
+    upload_plugin(&first.base, &token, "ridge", "1.0.0", RIDGE).await;
+    let world = create_world(
+        &first.base,
+        &token,
+        json!({"name": "Kept", "seed": 4, "plugins": [{"name": "ridge", "version": "1.0.0"}]}),
+    )
+    .await;
+    let id = world["id"].as_str().unwrap().to_owned();
+    let (before, _) = stream_square(&first.base, &id, (0, 0), 2, 0, || {}).await;
+    first.kill();
+
+    let second = worldloom_tests::spawn_role(&args, &env, ready);
+    wait_for_nodes(&second.base, &["node-1"]).await;
+    let seen: serde_json::Value =
+        client().get(format!("{}/v1/worlds/{id}", second.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen, world);
+    let plugin = client().get(format!("{}/v1/plugins/ridge/1.0.0", second.base)).send().await.unwrap();
+    assert_eq!(plugin.status(), 200);
+    let (after, _) = stream_square(&second.base, &id, (0, 0), 2, 0, || {}).await;
+    assert_eq!(before, after, "the same chunks, from storage");
+    let from_storage = metric(&node.base, "worldloom_node_chunks_from_storage_total").await;
+    assert_eq!(from_storage, 25.0, "none was generated again");
+}

@@ -78,7 +78,7 @@ pub fn start_with(data: &str, adjust: impl FnOnce(&mut Config)) -> InProcess {
     let mut config =
         Config { data: data.into(), listen: SocketAddr::from(([127, 0, 0, 1], 0)), workers: 2, ..Config::default() };
     adjust(&mut config);
-    let runtime = worldloom_node::plugins::SandboxRuntime::new(supervisor());
+    let runtime = worldloom_node::plugins::SandboxRuntime::new(supervisor(), config.worker_count());
     let server = worldloom_cli::start(config, Arc::new(runtime)).expect("server starts");
     let store = server.store.clone();
     let token = block_on(async move { worldloom_coordinator::auth::create_account(store.as_ref(), "tester").await })

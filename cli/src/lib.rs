@@ -186,7 +186,13 @@ pub fn start_role(config: Config, role: Role) -> anyhow::Result<RunningServer> {
                         let router = actor.router();
                         let actor = actor.start();
                         if let Role::Embedded(runtime) = role {
-                            let node = Node::start(store.clone(), runtime, config.worker_count(), metrics.node());
+                            let node = Node::start_with_queue(
+                                store.clone(),
+                                runtime,
+                                config.worker_count(),
+                                config.node.queue_depth,
+                                metrics.node(),
+                            );
                             actor
                                 .send(Join { id: NodeId("local".into()), link: NodeLink::Local(node) })
                                 .await
@@ -222,7 +228,13 @@ pub fn start_role(config: Config, role: Role) -> anyhow::Result<RunningServer> {
                         (server.run(), addr)
                     }
                     Role::Node(n) => {
-                        let node = Node::start(store, n.runtime, config.worker_count(), metrics.node());
+                        let node = Node::start_with_queue(
+                            store,
+                            n.runtime,
+                            config.worker_count(),
+                            config.node.queue_depth,
+                            metrics.node(),
+                        );
                         let state = web::Data::new(NodeState {
                             node: node.clone(),
                             id: n.id.clone(),

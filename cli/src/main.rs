@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check or run a Python plugin in the sandbox, exactly as the server does.
+    /// Write, check, run or publish a Python plugin (check and run use the sandbox, exactly as the server does).
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
@@ -95,6 +95,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Write NAME.py, a commented starter plugin that passes `plugin check`. Never overwrites a file.
+    New {
+        /// The plugin's name: 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter.
+        name: String,
+        /// Directory to write NAME.py in (created if missing).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Load a plugin and report its hooks and PARAMS, or what is wrong with it. Exit 0 or 1.
     Check {
         file: PathBuf,
@@ -119,6 +127,25 @@ enum PluginCommand {
         /// Calls on consecutive chunks (cx, cx+1, ...) through the same warm sandbox.
         #[arg(long, default_value_t = 1)]
         calls: u32,
+    },
+    /// Upload a plugin version to a workshop (POST /v1/plugins) and print its answer. Exit 0, 1 (refused) or 2.
+    Push {
+        file: PathBuf,
+        /// The plugin's name in the workshop.
+        #[arg(long)]
+        name: String,
+        /// The version, semver (e.g. 1.0.0); each name@version can be uploaded once.
+        #[arg(long)]
+        version: String,
+        /// What the plugin does (searched by the workshop listing).
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The server's base URL.
+        #[arg(long, env = "WORLDLOOM_SERVER", default_value = plugin_cmd::DEFAULT_SERVER)]
+        server: String,
+        /// API token of the uploading account (`worldloom token create`).
+        #[arg(long, env = "WORLDLOOM_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -281,6 +308,17 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             server.wait()?;
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Plugin { command: PluginCommand::New { name, dir } } => plugin_cmd::new_plugin(&name, &dir),
+        Command::Plugin { command: PluginCommand::Push { file, name, version, description, server, token } } => {
+            plugin_cmd::push(plugin_cmd::PushArgs {
+                file: &file,
+                name: &name,
+                version: &version,
+                description: &description,
+                server: &server,
+                token: token.as_deref(),
+            })
+        }
         Command::Plugin { command } => {
             let config = load_config(cli.config.as_deref())?;
             let supervisor = worldloom_cli::supervisor(&config, 1)?;
@@ -292,6 +330,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     &config.limits,
                     plugin_cmd::RunArgs { file: &file, hook: &hook, seed, chunk, params: params.as_deref(), calls },
                 ),
+                PluginCommand::New { .. } | PluginCommand::Push { .. } => unreachable!("handled above"),
             }
         }
         Command::Token { command, data } => {

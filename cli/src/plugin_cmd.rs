@@ -1,5 +1,6 @@
-//! `worldloom plugin check|run`: the plugin author's loop, running the real
-//! sandbox exactly as the server does.
+//! `worldloom plugin new|check|run|push`: the plugin author's loop. `check`
+//! and `run` use the real sandbox exactly as the server does; `push` uploads
+//! to a workshop over HTTP.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +10,9 @@ use serde_json::{Value as Json, json};
 use worldloom_cluster::ids::WorldId;
 use worldloom_cluster::model::{AttachedPlugin, GenSpec};
 use worldloom_node::pipeline;
-use worldloom_plugin_abi::{CallStats, HookName, HookOutput, Limits, PluginError, RuntimeKind, Value, params};
+use worldloom_plugin_abi::{
+    CallStats, HookName, HookOutput, Limits, ParamDecl, PluginError, RuntimeKind, Value, params,
+};
 use worldloom_sandbox::{CheckReport, PluginRef, Worker};
 use worldloom_worldgen::{ChunkCoord, Params};
 
@@ -81,34 +84,14 @@ pub fn check(worker: &mut Worker, limits: &Limits, file: &Path, as_json: bool) -
         let name = file.display();
         match (&report.info, &report.error) {
             (Some(info), None) => {
-                let hooks: Vec<&str> = info.hooks.iter().map(|h| h.as_str()).collect();
                 println!("{name}: ok");
-                println!("  hooks: {}", hooks.join(", "));
-                for (p, d) in &info.params {
-                    let range = match (d.min, d.max) {
-                        (None, None) => String::new(),
-                        (lo, hi) => format!(
-                            ", range {}..{}",
-                            lo.map_or("".into(), |v| v.to_string()),
-                            hi.map_or("".into(), |v| v.to_string())
-                        ),
-                    };
-                    println!(
-                        "  param {p}: default {}{range}{}",
-                        terminal_safe(&value_text(&d.default)),
-                        terminal_safe(&doc_suffix(&d.doc))
-                    );
-                }
+                print_info(&info.hooks, &info.params);
             }
             (_, error) => {
                 let e = error
                     .clone()
                     .unwrap_or_else(|| PluginError::new(worldloom_plugin_abi::ErrorKind::Trap, "did not load"));
-                let message = terminal_safe(&e.message);
-                match e.line {
-                    Some(line) => println!("{name}:{line}: {}: {message}", e.kind),
-                    None => println!("{name}: {}: {message}", e.kind),
-                }
+                print_plugin_error(&name.to_string(), &e);
             }
         }
         for w in &report.warnings {
@@ -119,6 +102,37 @@ pub fn check(worker: &mut Worker, limits: &Limits, file: &Path, as_json: bool) -
         }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PLUGIN_FAILED) })
+}
+
+/// Prints a plugin's hooks and PARAMS, as `plugin check` and `plugin push` show them.
+fn print_info(hooks: &[HookName], params: &BTreeMap<String, ParamDecl>) {
+    let hooks: Vec<&str> = hooks.iter().map(|h| h.as_str()).collect();
+    println!("  hooks: {}", hooks.join(", "));
+    for (p, d) in params {
+        let range = match (d.min, d.max) {
+            (None, None) => String::new(),
+            (lo, hi) => format!(
+                ", range {}..{}",
+                lo.map_or("".into(), |v| v.to_string()),
+                hi.map_or("".into(), |v| v.to_string())
+            ),
+        };
+        println!(
+            "  param {}: default {}{range}{}",
+            terminal_safe(p),
+            terminal_safe(&value_text(&d.default)),
+            terminal_safe(&doc_suffix(&d.doc))
+        );
+    }
+}
+
+/// Prints a load failure as `FILE:LINE: KIND: MESSAGE` (or `FILE: KIND: MESSAGE`).
+fn print_plugin_error(file: &str, e: &PluginError) {
+    let message = terminal_safe(&e.message);
+    match e.line {
+        Some(line) => println!("{file}:{line}: {}: {message}", e.kind),
+        None => println!("{file}: {}: {message}", e.kind),
+    }
 }
 
 fn value_text(v: &Value) -> String {
@@ -238,4 +252,166 @@ pub fn run(worker: &mut Worker, limits: &Limits, args: RunArgs<'_>) -> anyhow::R
         println!("{out}");
     }
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PLUGIN_FAILED) })
+}
+
+/// The starter plugin `plugin new` writes; `{{name}}` is replaced by the plugin's name.
+pub const TEMPLATE: &str = include_str!("plugin_template.py");
+
+/// The starter plugin for `name`, as `plugin new` writes it.
+pub fn starter_source(name: &str) -> String {
+    TEMPLATE.replace("{{name}}", name)
+}
+
+/// `worldloom plugin new NAME [--dir DIR]`: writes `DIR/NAME.py`, never over an existing file.
+pub fn new_plugin(name: &str, dir: &Path) -> anyhow::Result<ExitCode> {
+    worldloom_coordinator::auth::check_name("NAME", name)
+        .map_err(|e| Usage(format!("{} (it is the plugin's name in the workshop and the file's name)", e.message)))?;
+    std::fs::create_dir_all(dir).map_err(|e| Usage(format!("cannot create the directory {}: {e}", dir.display())))?;
+    let path = dir.join(format!("{name}.py"));
+    let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Usage(format!(
+                "{} already exists; not overwriting it (delete it, or pick another NAME or --dir)",
+                path.display()
+            ))
+            .into());
+        }
+        Err(e) => return Err(Usage(format!("cannot create {}: {e}", path.display())).into()),
+    };
+    std::io::Write::write_all(&mut file, starter_source(name).as_bytes())
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    let shown = path.display();
+    println!("wrote {shown}");
+    println!("next:");
+    println!("  worldloom plugin check {shown}");
+    println!("  worldloom plugin run {shown} --hook terrain --seed 42 --chunk 0,0");
+    println!("  worldloom plugin push {shown} --name {name} --version 0.1.0   # token: --token or WORLDLOOM_TOKEN");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The workshop `plugin push` uploads to when neither `--server` nor `WORLDLOOM_SERVER` is given.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// Arguments of `worldloom plugin push`.
+pub struct PushArgs<'a> {
+    pub file: &'a Path,
+    pub name: &'a str,
+    pub version: &'a str,
+    pub description: &'a str,
+    pub server: &'a str,
+    pub token: Option<&'a str>,
+}
+
+/// An error and every error that caused it, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// `worldloom plugin push FILE --name N --version V [--description D] [--server URL] [--token T]`:
+/// uploads to the workshop (`POST /v1/plugins`) and prints what it answered.
+/// Exit 0 (stored), 1 (the workshop refused it) or 2 (usage, unreachable server).
+pub fn push(args: PushArgs<'_>) -> anyhow::Result<ExitCode> {
+    let source = read_source(args.file)?;
+    let token = args.token.map(str::trim).filter(|t| !t.is_empty()).ok_or_else(|| {
+        Usage(
+            "no API token: pass --token TOKEN or set WORLDLOOM_TOKEN (an operator creates one with \
+             `worldloom token create ACCOUNT`)"
+                .into(),
+        )
+    })?;
+    let server = args.server.trim_end_matches('/');
+    let url = reqwest::Url::parse(&format!("{server}/v1/plugins"))
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| Usage(format!("--server must be an http:// or https:// URL, got {:?}", args.server)))?;
+    let body = json!({
+        "name": args.name,
+        "version": args.version,
+        "description": args.description,
+        "runtime": RuntimeKind::Python.as_str(),
+        "source": source,
+    });
+    worldloom_cluster::install_tls_provider();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (status, text) = rt
+        .block_on(async {
+            let client = reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                // The workshop loads the plugin in a sandbox before it answers.
+                .timeout(std::time::Duration::from_secs(180))
+                .build()?;
+            let res = client
+                .post(url.clone())
+                .bearer_auth(token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::ACCEPT, "application/json")
+                .body(body.to_string())
+                .send()
+                .await?;
+            let status = res.status();
+            let text = res.text().await?;
+            Ok::<_, reqwest::Error>((status, text))
+        })
+        .map_err(|e| Usage(format!("cannot reach the workshop at {server}: {}", error_chain(&e))))?;
+    let answer: Option<Json> = serde_json::from_str(&text).ok();
+    let file = args.file.display().to_string();
+    if status == reqwest::StatusCode::CREATED {
+        let Some(v) = answer else {
+            return Err(Usage(format!("{server} answered 201 but not with JSON; is it a Worldloom server?")).into());
+        };
+        let hooks: Vec<HookName> = serde_json::from_value(v["hooks"].clone()).unwrap_or_default();
+        let params: BTreeMap<String, ParamDecl> = serde_json::from_value(v["params"].clone()).unwrap_or_default();
+        let shown = |k: &str| terminal_safe(v[k].as_str().unwrap_or("?"));
+        println!("{file}: pushed {}@{} to {server}", shown("name"), shown("version"));
+        print_info(&hooks, &params);
+        println!("  sha256: {}", shown("sha256"));
+        if let Some(size) = v["size_bytes"].as_u64() {
+            println!("  size: {size} bytes");
+        }
+        if let Some(path) = v["source_url"].as_str() {
+            println!("  source: {server}{}", terminal_safe(path));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(v) = answer.filter(|v| v["code"].is_string()) else {
+        let excerpt: String = text.chars().take(200).collect();
+        return Err(Usage(format!(
+            "{server} answered {status} without a Worldloom error body; is it a Worldloom server? {}",
+            terminal_safe(excerpt.trim())
+        ))
+        .into());
+    };
+    let code = terminal_safe(v["code"].as_str().unwrap_or_default());
+    let message = terminal_safe(v["message"].as_str().unwrap_or_default());
+    let plugin_error: Option<PluginError> =
+        (code == "plugin_invalid").then(|| serde_json::from_value(v["details"]["error"].clone()).ok()).flatten();
+    match plugin_error {
+        Some(e) => {
+            println!("{file}: the workshop refused it: the plugin does not load ({} {code})", status.as_u16());
+            print_plugin_error(&file, &e);
+            let details = &v["details"];
+            for w in details["warnings"].as_array().into_iter().flatten().filter_map(Json::as_str) {
+                println!("  warning: {}", terminal_safe(w));
+            }
+            if let Some(log) = details["log"].as_str().filter(|l| !l.is_empty()) {
+                println!("  output while loading:\n{}", indent(&terminal_safe(log)));
+            }
+        }
+        None => {
+            let field = v["field"].as_str().map(|f| format!(" (field {})", terminal_safe(f))).unwrap_or_default();
+            println!("{file}: the workshop refused it: {} {code}: {message}{field}", status.as_u16());
+        }
+    }
+    Ok(ExitCode::from(EXIT_PLUGIN_FAILED))
 }

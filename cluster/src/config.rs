@@ -79,6 +79,22 @@ impl Default for SandboxSettings {
     }
 }
 
+/// A generation node's own settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSettings {
+    /// Chunk and check jobs that may wait for a generation thread; past
+    /// that a request is refused at once as `busy` (HTTP 503, Retry-After)
+    /// instead of queueing without bound.
+    pub queue_depth: usize,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self { queue_depth: 4096 }
+    }
+}
+
 /// How coordinators and nodes find and trust each other.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -137,6 +153,7 @@ pub struct Config {
     pub workshop: WorkshopSettings,
     pub sandbox: SandboxSettings,
     pub cluster: ClusterSettings,
+    pub node: NodeSettings,
 }
 
 impl Default for Config {
@@ -155,6 +172,7 @@ impl Default for Config {
             workshop: WorkshopSettings::default(),
             sandbox: SandboxSettings::default(),
             cluster: ClusterSettings::default(),
+            node: NodeSettings::default(),
         }
     }
 }
@@ -216,6 +234,7 @@ impl Config {
             ("cluster.heartbeat_ms", (10..=60_000).contains(&self.cluster.heartbeat_ms)),
             ("cluster.node_timeout_ms", self.cluster.node_timeout_ms > self.cluster.heartbeat_ms),
             ("cluster.attempts", (1..=10).contains(&self.cluster.attempts)),
+            ("node.queue_depth", (1..=1 << 20).contains(&self.node.queue_depth)),
         ] {
             if !ok {
                 return Err(Error::invalid(field, format!("{field} is out of range")));
@@ -311,5 +330,9 @@ mod tests {
         assert_eq!(e.kind, crate::ErrorKind::Invalid);
         let e = Config::load(None, &env(&[("WORLDLOOM_TYPO", "1")])).unwrap_err();
         assert!(e.message.contains("typo"), "{e}");
+        let e = Config::load(None, &env(&[("WORLDLOOM_NODE__QUEUE_DEPTH", "0")])).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("node.queue_depth"), "{e}");
+        let c = Config::load(None, &env(&[("WORLDLOOM_NODE__QUEUE_DEPTH", "16")])).unwrap();
+        assert_eq!(c.node.queue_depth, 16);
     }
 }

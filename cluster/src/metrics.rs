@@ -136,6 +136,9 @@ pub struct CoordinatorMetrics {
     pub node_requests: Family<OutcomeLabels, Counter>,
     pub live_nodes: Gauge,
     pub open_streams: Gauge,
+    /// Chunks the open streams remember having sent (summed over streams;
+    /// bounded per stream by its square plus a margin).
+    pub stream_sent_entries: Gauge,
     /// HTTP requests being answered (a stream counts while it is open).
     pub inflight: Gauge,
 }
@@ -147,6 +150,11 @@ impl CoordinatorMetrics {
         r.register("node_requests", "Requests to nodes, by outcome", self.node_requests.clone());
         r.register("live_nodes", "Generation nodes currently live", self.live_nodes.clone());
         r.register("open_streams", "Open WebSocket chunk streams", self.open_streams.clone());
+        r.register(
+            "stream_sent_entries",
+            "Chunks the open streams remember having sent",
+            self.stream_sent_entries.clone(),
+        );
         r.register("inflight_requests", "HTTP requests being answered", self.inflight.clone());
     }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use worldloom_plugin_abi::{CallStats, Limits, PluginError, PluginInfo, RuntimeKind};
-use worldloom_worldgen::ChunkCoord;
+use worldloom_worldgen::{ChunkCoord, Overview, OverviewArea};
 
 use crate::error::{Error, ErrorKind};
 use crate::model::GenSpec;
@@ -25,7 +25,7 @@ use crate::wire::{Kind, Versioned};
 
 /// Version of the coordinator-node protocol. A node and a coordinator of
 /// different versions refuse each other at registration, naming both.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The header carrying the sender's protocol version.
 pub const PROTOCOL_HEADER: &str = "x-worldloom-protocol";
 /// Path of a coordinator's registration and heartbeat endpoint.
@@ -40,6 +40,9 @@ pub enum NodeRequest {
     Chunk { spec: Arc<GenSpec>, coord: ChunkCoord },
     /// Load a plugin in the sandbox and report what it defines, storing nothing.
     CheckPlugin { runtime: RuntimeKind, name: String, source: String, limits: Limits },
+    /// Sample a coarse tile of this world's core (height and biome every
+    /// `step` columns; plugins not applied), on a generation thread.
+    Overview { spec: Arc<GenSpec>, area: OverviewArea },
 }
 
 /// A node as a coordinator in the same process calls it: the same
@@ -81,6 +84,7 @@ pub struct ChunkBytes {
 pub enum NodeResponse {
     Chunk(ChunkBytes),
     PluginCheck(PluginCheck),
+    Overview(Arc<Overview>),
 }
 
 /// An error as it crosses between processes.
@@ -99,6 +103,9 @@ impl From<&Error> for WireError {
 
 impl From<WireError> for Error {
     fn from(e: WireError) -> Self {
+        if e.kind == ErrorKind::Unavailable && e.message == crate::error::BUSY_MESSAGE {
+            return Error::busy();
+        }
         let mut out = Error::new(e.kind, e.message);
         out.field = e.field;
         out
@@ -147,13 +154,13 @@ pub struct HelloReply {
 
 impl Versioned for RpcRequest {
     const KIND: Kind = Kind::NodeRequest;
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
     const NAME: &'static str = "node request";
 }
 
 impl Versioned for RpcResponse {
     const KIND: Kind = Kind::NodeResponse;
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
     const NAME: &'static str = "node response";
 }
 
@@ -240,6 +247,14 @@ mod tests {
             protocol_mismatch("node", 3, "coordinator")
                 .contains(&format!("the node speaks cluster protocol 3 and the coordinator speaks {PROTOCOL_VERSION}"))
         );
+    }
+
+    #[test]
+    fn overview_frames_round_trip() {
+        let area = OverviewArea { x: -64, z: 32, step: 4, size: 3 };
+        let tile = worldloom_worldgen::overview::overview(9, &Default::default(), area);
+        let r = RpcResponse { id: 3, result: Ok(NodeResponse::Overview(Arc::new(tile))) };
+        assert_eq!(wire::decode::<RpcResponse>(&wire::encode(&r)).unwrap(), r);
     }
 
     #[test]

@@ -220,22 +220,133 @@ pub struct OpendalStore {
     op: Operator,
     describe: String,
     conditional: Conditional,
+    /// fs: this store's own atomic-write directory (removed when dropped).
+    _tmp: Option<TmpDir>,
 }
 
-/// Write-in-progress files older than this are leftovers of a crash; newer
-/// ones may belong to another process using the same directory.
+/// Files in the atomic-write directory that belong to no live owner and are
+/// older than this are a crash's leftovers (files of earlier versions, which
+/// wrote straight into `.tmp/`).
 const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Removes the crash leftovers from an atomic-write directory (never a file
-/// another live process may still be writing).
+/// One store's atomic-write directory, `<root>/.tmp/<id>/`, owned through an
+/// `flock` on `<root>/.tmp/<id>.owner` held for the store's lifetime.
+///
+/// Every process (and every store a process opens) writes its temporary
+/// files in a directory of its own, so opening a store (`worldloom token
+/// create` against a running server's `fs://` data) never removes a file
+/// another live store is writing, however long that write has been going.
+/// The kernel releases an `flock` when its holder dies, even by SIGKILL, so
+/// a directory whose owner file can be locked is a dead store's and is
+/// removed; no pid is trusted (pids are reused, and differ across
+/// containers sharing one volume).
+#[derive(Debug)]
+struct TmpDir {
+    dir: std::path::PathBuf,
+    owner_path: std::path::PathBuf,
+    _owner: std::fs::File,
+}
+
+impl TmpDir {
+    /// Creates a fresh atomic-write directory below `tmp`, locked as this store's.
+    fn create(tmp: &Path) -> std::io::Result<TmpDir> {
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| std::io::Error::other(format!("random id: {e}")))?;
+        let id = format!("{}-{}", std::process::id(), hex::encode(id));
+        // Locked under a name cleanup ignores, then renamed into place: no
+        // other store ever sees this owner file unlocked.
+        let pending = tmp.join(format!(".{id}.new"));
+        let owner = std::fs::OpenOptions::new().create_new(true).write(true).open(&pending)?;
+        flock(&owner, libc::LOCK_EX | libc::LOCK_NB)?;
+        let owner_path = tmp.join(format!("{id}.owner"));
+        std::fs::rename(&pending, &owner_path)?;
+        let dir = tmp.join(&id);
+        std::fs::create_dir(&dir)?;
+        Ok(TmpDir { dir, owner_path, _owner: owner })
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.owner_path);
+    }
+}
+
+fn flock(f: &std::fs::File, how: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; released when it closes.
+    if unsafe { libc::flock(f.as_raw_fd(), how) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn older_than(path: &Path, age: std::time::Duration) -> bool {
+    let modified = std::fs::symlink_metadata(path).ok().and_then(|m| m.modified().ok());
+    modified.and_then(|t| t.elapsed().ok()).is_some_and(|a| a > age)
+}
+
+/// Removes what dead stores left in an atomic-write root: the directories
+/// of owners that are gone (their lock can be taken), and, past
+/// [`STALE_TMP`], anything else (files of earlier versions, an interrupted
+/// creation). Never a directory whose owner is alive.
 fn clean_stale(tmp: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else { return };
     for e in entries.flatten() {
-        let old = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
-        if old.is_some_and(|age| age > STALE_TMP) {
-            let _ = std::fs::remove_file(e.path());
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_suffix(".owner") {
+            let Ok(owner) = std::fs::OpenOptions::new().write(true).open(&path) else { continue };
+            if flock(&owner, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+                // Its owner is dead: nothing in its directory will ever be renamed into place.
+                let _ = std::fs::remove_dir_all(tmp.join(id));
+                let _ = std::fs::remove_file(&path);
+            }
+            continue;
+        }
+        let owned = e.file_type().is_ok_and(|t| t.is_dir()) && tmp.join(format!("{name}.owner")).exists();
+        if !owned && older_than(&path, STALE_TMP) {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir_all(&path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
         }
     }
+}
+
+/// An OS error opening an `fs://` store, as a clear error: permanent
+/// conditions (permission, a path through a regular file) name the cause.
+fn open_error(what: String, e: std::io::Error) -> Error {
+    let code = match e.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM | libc::EROFS) => "storage_denied",
+        Some(libc::ENOTDIR | libc::EISDIR | libc::EEXIST) => "storage_misconfigured",
+        _ => return Error::unavailable(format!("{what}: {e}")),
+    };
+    Error::storage_permanent(code, &e.to_string(), what)
+}
+
+/// Opens an `fs://` store rooted at `path`, with an atomic-write directory of its own.
+fn open_fs(path: &str) -> Result<OpendalStore> {
+    let root = Path::new(path);
+    std::fs::create_dir_all(root).map_err(|e| open_error(format!("cannot create data directory {path:?}"), e))?;
+    let root = root.canonicalize().map_err(|e| open_error(format!("cannot resolve data directory {path:?}"), e))?;
+    let tmp = root.join(".tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| open_error(format!("cannot create {}", tmp.display()), e))?;
+    clean_stale(&tmp);
+    let own = TmpDir::create(&tmp)
+        .map_err(|e| open_error(format!("cannot create an atomic-write directory in {}", tmp.display()), e))?;
+    let builder =
+        opendal::services::Fs::default().root(&root.to_string_lossy()).atomic_write_dir(&own.dir.to_string_lossy());
+    // No retry layer: a local file system's errors do not clear by retrying
+    // (and a retried ENOTDIR would only delay the answer).
+    Ok(OpendalStore {
+        op: Operator::new(builder)?,
+        describe: format!("fs://{}", root.display()),
+        conditional: Conditional::LockFile(root.join(".lock"), tokio::sync::Mutex::new(())),
+        _tmp: Some(own),
+    })
 }
 
 /// Opens the store a URI names.
@@ -253,30 +364,13 @@ pub fn open(uri: &str, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
             if rest.is_empty() {
                 return Err(bad("empty path"));
             }
-            let root = Path::new(rest);
-            std::fs::create_dir_all(root)
-                .map_err(|e| Error::unavailable(format!("cannot create data directory {rest:?}: {e}")))?;
-            let root = root
-                .canonicalize()
-                .map_err(|e| Error::unavailable(format!("cannot resolve data directory {rest:?}: {e}")))?;
-            let tmp = root.join(".tmp");
-            // What is here is a write that never completed (never visible), or
-            // one another process on this directory is making right now.
-            std::fs::create_dir_all(&tmp)
-                .map_err(|e| Error::unavailable(format!("cannot create {}: {e}", tmp.display())))?;
-            clean_stale(&tmp);
-            let builder =
-                opendal::services::Fs::default().root(&root.to_string_lossy()).atomic_write_dir(&tmp.to_string_lossy());
-            OpendalStore {
-                op: Operator::new(builder)?.layer(retry),
-                describe: format!("fs://{}", root.display()),
-                conditional: Conditional::LockFile(root.join(".lock"), tokio::sync::Mutex::new(())),
-            }
+            open_fs(rest)?
         }
         "memory" => OpendalStore {
             op: Operator::new(opendal::services::Memory::default())?,
             describe: "memory://".into(),
             conditional: Conditional::InProcess(tokio::sync::Mutex::new(())),
+            _tmp: None,
         },
         "s3" => {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -302,6 +396,7 @@ pub fn open(uri: &str, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
                 op: Operator::new(b)?.layer(retry),
                 describe: format!("s3://{bucket}/{prefix}"),
                 conditional: Conditional::Native,
+                _tmp: None,
             }
         }
         other => return Err(bad(&format!("unknown scheme {other:?}"))),
@@ -510,6 +605,112 @@ mod tests {
         }
         assert_eq!(wins, 1);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The atomic-write directories below `<dir>/.tmp`.
+    fn tmp_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut dirs: Vec<_> = std::fs::read_dir(dir.join(".tmp"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.path())
+            .collect();
+        dirs.sort();
+        dirs
+    }
+
+    fn backdate(path: &Path, by: std::time::Duration) {
+        let when = std::time::SystemTime::now() - by;
+        let f = std::fs::File::options().write(true).open(path).or_else(|_| std::fs::File::open(path)).unwrap();
+        f.set_modified(when).unwrap();
+    }
+
+    /// A write in progress in one store (a running server) survives another
+    /// store being opened on the same directory (`worldloom token create`),
+    /// even when that write has been going for longer than any staleness
+    /// threshold; the second store's own writes work too.
+    #[tokio::test]
+    async fn opening_a_store_never_removes_a_live_stores_temp_files() {
+        let dir = std::env::temp_dir().join(format!("wl-store-tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let uri = format!("fs://{}", dir.display());
+        let server = open_fs(dir.to_str().unwrap()).unwrap();
+        let mut w = server.op.writer("worlds/slow").await.unwrap();
+        w.write(vec![1u8; 4096]).await.unwrap();
+        let temp: Vec<_> = walk_files(&dir.join(".tmp"))
+            .into_iter()
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("slow."))
+            .collect();
+        assert_eq!(temp.len(), 1, "the write in progress has one temp file: {temp:?}");
+        // A write that has been going for two hours (a stalled client, a suspended process).
+        backdate(&temp[0], std::time::Duration::from_secs(7200));
+        for d in tmp_dirs(&dir) {
+            backdate(&d, std::time::Duration::from_secs(7200));
+        }
+        let operator = open(&uri, &S3Settings::default()).unwrap();
+        assert!(temp[0].exists(), "opening a second store removed a live store's temp file");
+        operator.put(&Key::opaque("tokens/", b"t"), Bytes::from_static(b"token")).await.unwrap();
+        w.write(vec![2u8; 4096]).await.unwrap();
+        w.close().await.expect("the live store's write completes");
+        let got = server.get(&Key("worlds/slow".into())).await.unwrap().unwrap();
+        assert_eq!(got.len(), 8192);
+        assert_eq!(operator.get(&Key::opaque("tokens/", b"t")).await.unwrap().unwrap(), &b"token"[..]);
+        drop(operator);
+        drop(server);
+        assert!(tmp_dirs(&dir).is_empty(), "a closed store removes its own temp directory");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// What a dead store left (its owner lock is free) is removed at the next open.
+    #[test]
+    fn a_dead_stores_temp_directory_is_removed_at_open() {
+        let dir = std::env::temp_dir().join(format!("wl-store-dead-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join(".tmp/1-dead/sub")).unwrap();
+        std::fs::write(dir.join(".tmp/1-dead/sub/x.tmp"), b"half").unwrap();
+        std::fs::write(dir.join(".tmp/1-dead.owner"), b"").unwrap();
+        std::fs::write(dir.join(".tmp/legacy.tmp"), b"old").unwrap();
+        backdate(&dir.join(".tmp/legacy.tmp"), std::time::Duration::from_secs(7200));
+        std::fs::write(dir.join(".tmp/recent.tmp"), b"new").unwrap();
+        let store = open(&format!("fs://{}", dir.display()), &S3Settings::default()).unwrap();
+        assert!(!dir.join(".tmp/1-dead").exists() && !dir.join(".tmp/1-dead.owner").exists());
+        assert!(!dir.join(".tmp/legacy.tmp").exists(), "an hour-old ownerless file is a crash leftover");
+        assert!(dir.join(".tmp/recent.tmp").exists(), "a recent ownerless file may be an older build's write");
+        assert_eq!(tmp_dirs(&dir).len(), 1, "only the new store's own directory");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A data path through a regular file is a clear, permanent error.
+    #[tokio::test]
+    async fn a_data_path_through_a_file_is_a_misconfiguration() {
+        let dir = std::env::temp_dir().join(format!("wl-store-notdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("file"), b"x").unwrap();
+        let e = open(&format!("fs://{}/file/data", dir.display()), &S3Settings::default()).unwrap_err();
+        assert_eq!((e.kind, e.code()), (ErrorKind::Internal, "storage_misconfigured"), "{e}");
+        // And at run time: a key below a path that became a regular file.
+        let store = open(&format!("fs://{}/ok", dir.display()), &S3Settings::default()).unwrap();
+        std::fs::write(dir.join("ok/worlds"), b"not a directory").unwrap();
+        let e = store.put(&Key("worlds/w1".into()), Bytes::from_static(b"x")).await.unwrap_err();
+        assert_eq!((e.kind, e.code()), (ErrorKind::Internal, "storage_misconfigured"), "{e}");
+        assert!(e.message.contains("directory") && e.message.contains("does not clear by retrying"), "{e}");
+        let e = store.get(&Key("worlds/w1".into())).await.unwrap_err();
+        assert_eq!(e.code(), "storage_misconfigured", "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk_files(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+        out
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub mod attach;
 pub mod auth;
 pub mod http;
 pub mod remote;
-mod stream;
+pub mod stream;
+pub mod viewer;
 pub mod workshop;
 
 use std::collections::HashMap;

@@ -11,6 +11,20 @@
 //! a `{"revision":{"revision":n,"previous":m}}` text frame, forgets what it
 //! had (old-revision chunks are never valid for the new one) and receives
 //! the new revision's chunks of its last subscription, nearest first again.
+//!
+//! What a socket remembers having sent is bounded: on every subscription it
+//! forgets the chunks farther than [`SENT_MARGIN`] chunks outside the new
+//! square, so a client that sweeps the map does not grow server memory (the
+//! record never holds more than `(2 * (radius + SENT_MARGIN) + 1)^2`
+//! chunks). A client that moves back more than that margin receives those
+//! chunks again; clients are expected to cache what they keep showing.
+//!
+//! A chunk no node could take right now (a node's generation queue is full:
+//! code `busy`, or no node is live) is tried [`CHUNK_ATTEMPTS`] times, then
+//! reported in a `{"error":{...},"chunk":[cx,cz]}` frame and counted as
+//! `failed` in the `done` frame: a stream never waits forever on a full
+//! queue. If the world itself disappears, the socket gets an error frame
+//! with code `world_gone` and is closed.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -22,6 +36,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
+use worldloom_cluster::metrics::Gauge;
 use worldloom_cluster::protocol::ChunkBytes;
 use worldloom_cluster::{Error, ErrorKind};
 use worldloom_worldgen::ChunkCoord;
@@ -57,6 +72,64 @@ pub fn square_nearest_first(center: ChunkCoord, radius: u32) -> Vec<ChunkCoord> 
 }
 
 type Plan = Pin<Box<dyn Stream<Item = (ChunkCoord, Result<ChunkBytes, Error>)>>>;
+
+/// Chunks outside the current square (in ring distance) a socket still
+/// remembers having sent, so a client moving back and forth by up to this
+/// much is not sent them again.
+pub const SENT_MARGIN: u32 = 8;
+
+/// The chunks a socket has sent (of the current revision), counted in the
+/// `worldloom_coordinator_stream_sent_entries` gauge while it is alive.
+struct Sent {
+    set: HashSet<ChunkCoord>,
+    gauge: Gauge,
+}
+
+impl Sent {
+    fn new(gauge: Gauge) -> Self {
+        Sent { set: HashSet::new(), gauge }
+    }
+
+    fn contains(&self, c: &ChunkCoord) -> bool {
+        self.set.contains(c)
+    }
+
+    fn insert(&mut self, c: ChunkCoord) {
+        if self.set.insert(c) {
+            self.gauge.inc();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.gauge.dec_by(self.set.len() as i64);
+        self.set.clear();
+    }
+
+    /// Forgets every chunk farther than [`SENT_MARGIN`] outside the square
+    /// of `radius` around `center`.
+    fn keep_near(&mut self, center: ChunkCoord, radius: u32) {
+        let keep = i64::from(radius) + i64::from(SENT_MARGIN);
+        let before = self.set.len();
+        self.set.retain(|c| ring_distance(*c, center) <= keep);
+        self.gauge.dec_by((before - self.set.len()) as i64);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// Chebyshev distance without overflow at the edges of `i32`.
+fn ring_distance(a: ChunkCoord, b: ChunkCoord) -> i64 {
+    (i64::from(a.cx) - i64::from(b.cx)).abs().max((i64::from(a.cz) - i64::from(b.cz)).abs())
+}
 
 struct Subscription {
     center: ChunkCoord,
@@ -130,7 +203,7 @@ fn subscribe(
     coordinator: &Arc<Coordinator>,
     world: &Arc<World>,
     sub: Subscribe,
-    have: &HashSet<ChunkCoord>,
+    have: &mut Sent,
 ) -> Result<Subscription, Error> {
     let max = coordinator.config.stream.max_radius;
     if sub.radius > max {
@@ -146,6 +219,7 @@ fn subscribe(
             Error::invalid("center", format!("center {center} is out of range")).with_code("coordinate_out_of_range")
         );
     }
+    have.keep_near(center, sub.radius);
     let all = square_nearest_first(center, sub.radius);
     let total = all.len();
     let todo: Vec<ChunkCoord> = all.into_iter().filter(|c| !have.contains(c)).collect();
@@ -168,29 +242,60 @@ async fn serve(
     mut messages: impl Stream<Item = Result<AggregatedMessage, actix_ws::ProtocolError>> + Unpin,
 ) -> Result<(), actix_ws::Closed> {
     let mut world = revisions.borrow_and_update().clone();
-    let mut have: HashSet<ChunkCoord> = HashSet::new();
+    let mut have = Sent::new(coordinator.metrics.stream_sent_entries.clone());
     let mut current: Option<Subscription> = None;
     let mut last: Option<Subscribe> = None;
     loop {
         tokio::select! {
             changed = revisions.changed() => {
                 if changed.is_err() {
+                    // The world's notifier is gone (its cache slot was
+                    // dropped: the world vanished from storage). Follow the
+                    // world afresh if it still exists; otherwise end the
+                    // stream. Never poll the closed channel again: it is
+                    // always ready and would spin this task.
+                    match coordinator.watch(world.record.id.as_str()).await {
+                        Ok(fresh) if fresh.has_changed().is_ok() => {
+                            revisions = fresh;
+                            // Handle the fresh channel's value as a change if it is one.
+                            revisions.mark_changed();
+                            continue;
+                        }
+                        result => {
+                            let why = match result {
+                                Err(e) if e.kind != ErrorKind::NotFound => e.message,
+                                _ => format!("world {} no longer exists", world.record.id),
+                            };
+                            let e = Error::new(ErrorKind::NotFound, format!("{why}; this stream is closed"))
+                                .with_code("world_gone");
+                            let _ = session.text(error_frame(&e)).await;
+                            let reason = actix_ws::CloseReason {
+                                code: actix_ws::CloseCode::Away,
+                                description: Some("world gone".into()),
+                            };
+                            let _ = session.close(Some(reason)).await;
+                            return Ok(());
+                        }
+                    }
+                }
+                let fresh = revisions.borrow_and_update().clone();
+                if fresh.record.revision == world.record.revision && fresh.record == world.record {
                     continue;
                 }
                 let previous = world.record.revision;
-                world = revisions.borrow_and_update().clone();
+                world = fresh;
                 let frame = json!({ "revision": { "revision": world.record.revision, "previous": previous } });
                 session.text(frame.to_string()).await?;
                 have.clear();
                 current = match last {
-                    Some(sub) => subscribe(&coordinator, &world, sub, &have).ok(),
+                    Some(sub) => subscribe(&coordinator, &world, sub, &mut have).ok(),
                     None => None,
                 };
             },
             msg = messages.next() => match msg {
                 Some(Ok(AggregatedMessage::Text(text))) => {
                     match parse_subscription(&text).and_then(|sub| {
-                        let planned = subscribe(&coordinator, &world, sub, &have)?;
+                        let planned = subscribe(&coordinator, &world, sub, &mut have)?;
                         Ok((sub, planned))
                     }) {
                         Ok((sub, planned)) => {
@@ -265,6 +370,28 @@ mod tests {
         let unique: HashSet<_> = sq.iter().collect();
         assert_eq!(unique.len(), 289);
         assert!(sq.iter().all(|x| x.ring_distance(c) <= 8));
+    }
+
+    #[test]
+    fn the_record_of_sent_chunks_stays_within_the_square_and_its_margin() {
+        let gauge = Gauge::default();
+        let mut sent = Sent::new(gauge.clone());
+        let radius = 4;
+        let bound = (2 * (radius + SENT_MARGIN) as usize + 1).pow(2);
+        for step in 0..200 {
+            let center = ChunkCoord::new(step * 3, -step);
+            sent.keep_near(center, radius);
+            for c in square_nearest_first(center, radius) {
+                sent.insert(c);
+            }
+            assert!(sent.len() <= bound, "step {step}: {} entries, bound {bound}", sent.len());
+            assert_eq!(gauge.get(), sent.len() as i64);
+        }
+        sent.keep_near(ChunkCoord::new(i32::MAX, i32::MIN), 1);
+        assert_eq!(sent.len(), 0);
+        sent.insert(ChunkCoord::new(1, 1));
+        drop(sent);
+        assert_eq!(gauge.get(), 0, "a closed stream uncounts what it remembered");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use worldloom_cluster::protocol::{ChunkBytes, NodeRequest, NodeResponse, NodeSer
 use worldloom_cluster::storage::{Key, ObjectStore, source_sha256};
 use worldloom_cluster::{Error, Result, wire};
 use worldloom_plugin_abi::Limits;
-use worldloom_worldgen::ChunkCoord;
+use worldloom_worldgen::{ChunkCoord, Overview, OverviewArea};
 
 pub use workers::{NoRuntime, PluginRuntime, Sources, WorkerPlugins};
 
@@ -37,7 +37,39 @@ pub struct Node {
     sources: Mutex<HashMap<String, Arc<str>>>,
     /// Chunks being generated, so concurrent requests for one chunk generate it once.
     inflight: Mutex<HashMap<Key, Pending>>,
+    /// Recently sampled overview tiles.
+    overviews: Mutex<OverviewCache>,
     metrics: Arc<NodeMetrics>,
+}
+
+/// What identifies an overview tile: seed, parameters (their exact debug
+/// form: every field, bit for bit in its shortest round-trip text) and area.
+type OverviewKey = (u64, String, i64, i64, u32, u32);
+
+/// Overview tiles a node keeps (each at most 256 x 256 samples, 384 KiB).
+const OVERVIEW_CACHE: usize = 64;
+
+/// A small least-recently-used cache of overview tiles.
+#[derive(Default)]
+struct OverviewCache {
+    tiles: std::collections::VecDeque<(OverviewKey, Arc<Overview>)>,
+}
+
+impl OverviewCache {
+    fn get(&mut self, key: &OverviewKey) -> Option<Arc<Overview>> {
+        let at = self.tiles.iter().position(|(k, _)| k == key)?;
+        let entry = self.tiles.remove(at)?;
+        let tile = entry.1.clone();
+        self.tiles.push_front(entry);
+        Some(tile)
+    }
+
+    fn put(&mut self, key: OverviewKey, tile: Arc<Overview>) {
+        if self.get(&key).is_none() {
+            self.tiles.push_front((key, tile));
+            self.tiles.truncate(OVERVIEW_CACHE);
+        }
+    }
 }
 
 impl Node {
@@ -47,11 +79,25 @@ impl Node {
         workers: usize,
         metrics: Arc<NodeMetrics>,
     ) -> Arc<Node> {
+        Self::start_with_queue(store, runtime, workers, workers::QUEUE_DEPTH, metrics)
+    }
+
+    /// Like [`Node::start`], with at most `queue_depth` jobs waiting for a
+    /// generation thread (the `node.queue_depth` setting); past that requests
+    /// are refused as `busy`.
+    pub fn start_with_queue(
+        store: Arc<dyn ObjectStore>,
+        runtime: Arc<dyn PluginRuntime>,
+        workers: usize,
+        queue_depth: usize,
+        metrics: Arc<NodeMetrics>,
+    ) -> Arc<Node> {
         Arc::new(Node {
             store,
-            pool: workers::WorkerPool::start(workers, runtime, metrics.clone()),
+            pool: workers::WorkerPool::start(workers, queue_depth, runtime, metrics.clone()),
             sources: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            overviews: Mutex::new(OverviewCache::default()),
             metrics,
         })
     }
@@ -184,7 +230,22 @@ impl Node {
             NodeRequest::CheckPlugin { runtime: _, name, source, limits } => {
                 self.check_plugin(name, source, limits).await.map(NodeResponse::PluginCheck)
             }
+            NodeRequest::Overview { spec, area } => self.overview(&spec, area).await.map(NodeResponse::Overview),
         }
+    }
+
+    /// A core-only overview tile of `spec`'s world, sampled on a generation
+    /// thread; the last few tiles are kept in memory (they are a pure
+    /// function of seed, parameters and area).
+    pub async fn overview(&self, spec: &GenSpec, area: OverviewArea) -> Result<Arc<Overview>> {
+        area.validate().map_err(|e| Error::invalid(e.field, e.to_string()).with_code("invalid_overview"))?;
+        let key = (spec.seed, format!("{:?}", spec.params), area.x, area.z, area.step, area.size);
+        if let Some(tile) = self.overviews.lock().expect("overview lock").get(&key) {
+            return Ok(tile);
+        }
+        let tile = Arc::new(self.pool.overview(spec.seed, spec.params, area).await?);
+        self.overviews.lock().expect("overview lock").put(key, tile.clone());
+        Ok(tile)
     }
 
     /// Loads a plugin in a sandbox on a worker and reports what it defines.

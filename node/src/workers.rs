@@ -16,7 +16,7 @@ use worldloom_cluster::model::{AttachedPlugin, ChunkRecord, GenSpec};
 use worldloom_cluster::protocol::PluginCheck;
 use worldloom_cluster::{Error, Result};
 use worldloom_plugin_abi::{ErrorKind, HookInput, HookName, HookOutput, Limits, PluginError};
-use worldloom_worldgen::ChunkCoord;
+use worldloom_worldgen::{ChunkCoord, Overview, OverviewArea, Params};
 
 use crate::pipeline::{self, HookRunner};
 
@@ -76,6 +76,12 @@ enum Job {
         limits: Limits,
         reply: oneshot::Sender<Result<PluginCheck>>,
     },
+    Overview {
+        seed: u64,
+        params: Params,
+        area: OverviewArea,
+        reply: oneshot::Sender<Result<Overview>>,
+    },
 }
 
 /// A fixed set of worker threads fed by a bounded queue.
@@ -85,13 +91,20 @@ pub struct WorkerPool {
     metrics: Arc<NodeMetrics>,
 }
 
-/// Jobs that may wait for a worker before new ones are refused as overload.
-const QUEUE_DEPTH: usize = 4096;
+/// Jobs that may wait for a worker before new ones are refused as overload
+/// (the default of the `node.queue_depth` setting).
+pub const QUEUE_DEPTH: usize = 4096;
 
 impl WorkerPool {
-    pub fn start(threads: usize, runtime: Arc<dyn PluginRuntime>, metrics: Arc<NodeMetrics>) -> Self {
+    /// `threads` generation threads fed by a queue of at most `queue_depth` waiting jobs.
+    pub fn start(
+        threads: usize,
+        queue_depth: usize,
+        runtime: Arc<dyn PluginRuntime>,
+        metrics: Arc<NodeMetrics>,
+    ) -> Self {
         let threads = threads.max(1);
-        let (queue, rx) = sync_channel::<Job>(QUEUE_DEPTH);
+        let (queue, rx) = sync_channel::<Job>(queue_depth.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads {
             let rx = rx.clone();
@@ -114,7 +127,7 @@ impl WorkerPool {
         self.queue.try_send(job).map_err(|e| {
             self.metrics.queue_depth.dec();
             match e {
-                TrySendError::Full(_) => Error::unavailable("the node's generation queue is full; retry shortly"),
+                TrySendError::Full(_) => Error::busy(),
                 TrySendError::Disconnected(_) => Error::internal("the node's workers have stopped"),
             }
         })
@@ -131,6 +144,13 @@ impl WorkerPool {
     ) -> Result<(bool, Bytes)> {
         let (reply, rx) = oneshot::channel();
         self.submit(Job::Generate { spec, coord, sources, reply })?;
+        rx.await.map_err(|_| Error::internal("a generation worker stopped mid-job"))?
+    }
+
+    /// Samples a core-only overview tile on a worker.
+    pub async fn overview(&self, seed: u64, params: Params, area: OverviewArea) -> Result<Overview> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Overview { seed, params, area, reply })?;
         rx.await.map_err(|_| Error::internal("a generation worker stopped mid-job"))?
     }
 
@@ -200,6 +220,10 @@ fn work(rx: Arc<Mutex<Receiver<Job>>>, runtime: Arc<dyn PluginRuntime>, metrics:
                     plugins = runtime.worker();
                 }
                 let _ = reply.send(out.map_err(|_| panicked("plugin check")));
+            }
+            Job::Overview { seed, params, area, reply } => {
+                let out = catch_unwind(|| worldloom_worldgen::overview::overview(seed, &params, area));
+                let _ = reply.send(out.map_err(|_| panicked("overview sampling")));
             }
         }
     }

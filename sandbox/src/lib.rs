@@ -36,7 +36,9 @@ mod seccomp;
 mod shm;
 pub mod supervisor;
 mod tunables;
-mod validate;
+/// Validation of every byte the guest returns (public for the decoder property tests).
+#[doc(hidden)]
+pub mod validate;
 mod wasi;
 mod watchdog;
 pub mod worker;

@@ -147,7 +147,7 @@ fn clip(mut s: String, max: usize) -> String {
 }
 
 /// What the turn was for: decides which guest-reported kinds are plausible.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Load,
     Call,
@@ -156,7 +156,7 @@ pub enum Phase {
 /// Turns a finished turn into the OK body of its result frame, or the
 /// plugin error it amounts to. The host decides timeouts, fuel, memory and
 /// output limits from its own records, never from what the guest says.
-pub fn classify(tr: &TurnResult, limits: &Limits, phase: Phase) -> Result<Vec<u8>, PluginError> {
+pub(crate) fn classify(tr: &TurnResult, limits: &Limits, phase: Phase) -> Result<Vec<u8>, PluginError> {
     let deadline_ms = if phase == Phase::Load { limits.load_deadline_ms } else { limits.deadline_ms };
     let failed = |e: PluginError| Err(e);
     if let Err(e) = &tr.result {
@@ -226,25 +226,30 @@ pub fn classify(tr: &TurnResult, limits: &Limits, phase: Phase) -> Result<Vec<u8
         }
         return failed(e);
     };
+    match result_frame(frame_bytes, phase) {
+        Ok(body) => Ok(body),
+        Err(e) if tr.grow_failures > 0 && e.kind != ErrorKind::InvalidOutput => failed(PluginError {
+            kind: ErrorKind::MemoryLimit,
+            message: format!("{}\n{}", memory_limit(limits).message, e.message),
+            line: e.line,
+            transient: false,
+        }),
+        Err(e) => failed(e),
+    }
+}
+
+/// Parses the result frame the guest handed over (`WLO1`, a status byte,
+/// then the OK body or the guest's error report): the OK body, or the
+/// plugin error it amounts to. Any bytes at all give one or the other.
+pub fn result_frame(frame_bytes: &[u8], phase: Phase) -> Result<Vec<u8>, PluginError> {
     if frame_bytes.len() < 5 || &frame_bytes[..4] != frame::OUTPUT_MAGIC {
-        return failed(invalid("the result frame is malformed (bad magic)"));
+        return Err(invalid("the result frame is malformed (bad magic)"));
     }
     let body = &frame_bytes[5..];
     match frame_bytes[4] {
         frame::STATUS_OK => Ok(body.to_vec()),
-        frame::STATUS_ERROR => {
-            let mut e = guest_error(body, phase);
-            if tr.grow_failures > 0 && e.kind != ErrorKind::InvalidOutput {
-                e = PluginError {
-                    kind: ErrorKind::MemoryLimit,
-                    message: format!("{}\n{}", memory_limit(limits).message, e.message),
-                    line: e.line,
-                    transient: false,
-                };
-            }
-            failed(e)
-        }
-        s => failed(invalid(format!("the result frame has unknown status {s}"))),
+        frame::STATUS_ERROR => Err(guest_error(body, phase)),
+        s => Err(invalid(format!("the result frame has unknown status {s}"))),
     }
 }
 

@@ -1,12 +1,17 @@
 //! End-to-end tests of Worldloom: one binary, one module per topic.
 
 mod api;
+mod authoring;
 mod cli;
 mod cluster;
 mod determinism;
+mod examples;
 mod golden;
+mod openapi;
 mod persistence;
 mod plugins;
+mod reliability;
 mod s3;
 mod stream;
+mod viewer;
 mod workshop;

@@ -400,6 +400,19 @@ impl Stream {
         }
     }
 
+    /// Whether the server closes the stream (a close frame or the end of the
+    /// connection) within 60 s; data frames before it are an error.
+    pub async fn closed(&mut self) -> bool {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(Some(Ok(other))) => panic!("expected the stream to close, got {other:?}"),
+            }
+        }
+    }
+
     /// Chunks until the `done` frame; returns them and the done frame.
     pub async fn until_done(&mut self) -> (Vec<ChunkRecord>, serde_json::Value) {
         let mut chunks = Vec::new();

@@ -14,12 +14,16 @@ pub mod biome;
 pub mod chunk;
 mod generate;
 pub mod hash;
+pub mod isa;
 pub mod noise;
+pub mod overview;
 pub mod params;
 
 pub use biome::{BIOMES, Biome, BiomeId};
 pub use chunk::{CHUNK_COLUMNS, CHUNK_SIZE, Chunk, ChunkCoord, Feature, Layers, PropValue, REGION_SIZE, RegionCoord};
-pub use generate::Generator;
+pub use generate::{ColumnClimate, Generator};
+pub use isa::Isa;
+pub use overview::{Overview, OverviewArea};
 pub use params::{ParamError, ParamSpec, Params, ParamsPatch};
 
 /// Generates one chunk with every core stage, no plugins.

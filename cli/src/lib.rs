@@ -169,6 +169,8 @@ pub fn start_role(config: Config, role: Role) -> anyhow::Result<RunningServer> {
         .name("worldloom-server".into())
         .spawn(move || -> anyhow::Result<()> {
             let system = actix_web::rt::System::new();
+            // The node of this process, whose pending writes are finished at a clean stop.
+            let mut local: Option<Arc<Node>> = None;
             let server = system.block_on(async {
                 let config = Arc::new(config);
                 let store = server_store;
@@ -186,13 +188,14 @@ pub fn start_role(config: Config, role: Role) -> anyhow::Result<RunningServer> {
                         let router = actor.router();
                         let actor = actor.start();
                         if let Role::Embedded(runtime) = role {
-                            let node = Node::start_with_queue(
+                            let node = Node::start_with(
                                 store.clone(),
                                 runtime,
                                 config.worker_count(),
-                                config.node.queue_depth,
+                                &config.node,
                                 metrics.node(),
                             );
+                            local = Some(node.clone());
                             actor
                                 .send(Join { id: NodeId("local".into()), link: NodeLink::Local(node) })
                                 .await
@@ -228,13 +231,9 @@ pub fn start_role(config: Config, role: Role) -> anyhow::Result<RunningServer> {
                         (server.run(), addr)
                     }
                     Role::Node(n) => {
-                        let node = Node::start_with_queue(
-                            store,
-                            n.runtime,
-                            config.worker_count(),
-                            config.node.queue_depth,
-                            metrics.node(),
-                        );
+                        let node =
+                            Node::start_with(store, n.runtime, config.worker_count(), &config.node, metrics.node());
+                        local = Some(node.clone());
                         let state = web::Data::new(NodeState {
                             node: node.clone(),
                             id: n.id.clone(),
@@ -284,7 +283,12 @@ pub fn start_role(config: Config, role: Role) -> anyhow::Result<RunningServer> {
                 }
             };
             let _ = ready_tx.send(Ok((server.handle(), addr)));
-            system.block_on(server).context("the HTTP server failed")
+            let served = system.block_on(server).context("the HTTP server failed");
+            if let Some(node) = local {
+                // Write behind: what was answered as stored reaches storage before the process ends.
+                system.block_on(node.flush());
+            }
+            served
         })
         .context("spawning the server thread")?;
     let (handle, addr) = ready_rx.recv().context("the server thread exited during start-up")??;

@@ -87,11 +87,19 @@ pub struct NodeSettings {
     /// that a request is refused at once as `busy` (HTTP 503, Retry-After)
     /// instead of queueing without bound.
     pub queue_depth: usize,
+    /// Memory for hot chunk envelopes (stored chunks this node answered
+    /// recently), consulted before storage, least recently used out first,
+    /// bytes; 0 turns the cache off.
+    pub chunk_cache_bytes: u64,
+    /// Generated chunks whose storage writes may be pending behind answers
+    /// already sent (write behind); past that an answer waits for a write to
+    /// finish. 0 writes through: every answer waits for its chunk's write.
+    pub pending_writes: usize,
 }
 
 impl Default for NodeSettings {
     fn default() -> Self {
-        Self { queue_depth: 4096 }
+        Self { queue_depth: 4096, chunk_cache_bytes: 256 << 20, pending_writes: 1024 }
     }
 }
 
@@ -235,6 +243,7 @@ impl Config {
             ("cluster.node_timeout_ms", self.cluster.node_timeout_ms > self.cluster.heartbeat_ms),
             ("cluster.attempts", (1..=10).contains(&self.cluster.attempts)),
             ("node.queue_depth", (1..=1 << 20).contains(&self.node.queue_depth)),
+            ("node.pending_writes", self.node.pending_writes <= 1 << 20),
         ] {
             if !ok {
                 return Err(Error::invalid(field, format!("{field} is out of range")));

@@ -70,7 +70,12 @@ impl<'de> Deserialize<'de> for Seed {
                     .map_err(|_| E::custom(format!("seed must be from 0 to 18446744073709551615, got {v}")))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<Seed, E> {
-                Err(E::custom(format!("seed must be a whole number, got {v}")))
+                // JSON has one number type: `22066.0` is the integer 22066
+                // (as JSON Schema's `integer` says), `22066.5` is not.
+                if v.fract() == 0.0 && (0.0..18446744073709551616.0).contains(&v) {
+                    return Ok(Seed(v as u64));
+                }
+                Err(E::custom(format!("seed must be a whole number from 0 to 18446744073709551615, got {v}")))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Seed, E> {
                 if v.chars().count() > 256 {
@@ -173,11 +178,22 @@ pub fn check_label(field: &str, name: &str) -> Result<String> {
     Ok(trimmed.to_owned())
 }
 
+/// Checks that each requested plugin name is a plugin name at all (422
+/// `invalid_name`, naming `plugins[i].name`) before the workshop is asked
+/// for it: an empty name would otherwise address the workshop's directory.
+pub fn check_plugin_names(plugins: &[crate::attach::PluginRequest]) -> Result<()> {
+    for (i, p) in plugins.iter().enumerate() {
+        crate::auth::check_name(&format!("plugins[{i}].name"), &p.name)?;
+    }
+    Ok(())
+}
+
 impl CreateWorld {
     /// Validates everything but the plugins, which need the sandbox (see `Coordinator::attach`).
     pub fn validate(self) -> Result<(WorldDraft, Vec<crate::attach::PluginRequest>)> {
         let name = check_name(&self.name)?;
         let params = resolve_params(self.params)?;
+        check_plugin_names(&self.plugins)?;
         let seed = match self.seed {
             Some(s) => s.0,
             None => {
@@ -375,8 +391,10 @@ pub mod schema {
         for spec in PARAM_SPECS {
             let ty = if spec.integer { Type::Integer } else { Type::Number };
             let unit = if spec.unit.is_empty() { String::new() } else { format!(" ({})", spec.unit) };
+            // In a patch, `null` is the same as leaving the parameter out.
+            let types = if patch { SchemaType::from_iter([ty, Type::Null]) } else { SchemaType::new(ty) };
             let p = ObjectBuilder::new()
-                .schema_type(SchemaType::new(ty))
+                .schema_type(types)
                 .minimum(Some(spec.min))
                 .maximum(Some(spec.max))
                 .default(Some(serde_json::json!(spec.default)))
@@ -402,7 +420,10 @@ pub mod schema {
     pub struct ParamsPatch;
     impl PartialSchema for ParamsPatch {
         fn schema() -> RefOr<Schema> {
-            params_object("Any subset of the generation parameters; unset ones take their defaults.", true)
+            params_object(
+                "Any subset of the generation parameters; unset ones (left out or `null`) take their defaults.",
+                true,
+            )
         }
     }
     impl ToSchema for ParamsPatch {}
@@ -661,11 +682,24 @@ pub mod schema {
     /// `POST /v1/plugins` as `multipart/form-data`: the same fields as form fields, `source` a file or text.
     #[derive(ToSchema)]
     #[schema(as = PluginUploadForm)]
+    #[serde(deny_unknown_fields)]
     pub struct PluginUploadForm {
+        /// As in the JSON upload.
+        #[schema(pattern = r"^[a-z][a-z0-9_-]{0,63}$")]
         pub name: String,
+        /// As in the JSON upload.
+        #[schema(
+            max_length = 64,
+            pattern = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
+        )]
         pub version: String,
-        pub description: Option<String>,
-        pub runtime: Option<String>,
+        /// As in the JSON upload.
+        #[serde(default)]
+        #[schema(max_length = 1000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
+        pub description: String,
+        /// `python` (the default).
+        #[serde(default)]
+        pub runtime: Runtime,
         /// The Python source, as a file or a text field.
         #[schema(content_media_type = "text/x-python")]
         pub source: String,

@@ -326,7 +326,27 @@ async fn openapi_json() -> HttpResponse {
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     let e = Error::new(ErrorKind::Malformed, format!("{} is not supported on {}", req.method(), req.path()))
         .with_code("method_not_allowed");
-    ApiError(e, StatusCode::METHOD_NOT_ALLOWED).error_response()
+    let mut res = ApiError(e, StatusCode::METHOD_NOT_ALLOWED).error_response();
+    // A 405 lists the methods the path does serve (RFC 9110, section 15.5.6).
+    if let Some(allow) = req.match_pattern().and_then(|p| allowed_methods(&p))
+        && let Ok(value) = header::HeaderValue::from_str(allow)
+    {
+        res.headers_mut().insert(header::ALLOW, value);
+    }
+    res
+}
+
+/// The methods served on a route pattern, as an `Allow` header value.
+fn allowed_methods(pattern: &str) -> Option<&'static str> {
+    static ALLOW: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
+    let by_path = ALLOW.get_or_init(|| {
+        let mut methods: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (method, path, _) in served_routes() {
+            methods.entry(path).or_default().push(method);
+        }
+        methods.into_iter().map(|(path, m)| (path, m.join(", "))).collect()
+    });
+    by_path.get(pattern).map(String::as_str)
 }
 
 /// Rewrites any error response that is not already JSON (unknown route, wrong
@@ -518,6 +538,7 @@ async fn put_world_plugins(
     let who = account(&state, &req).await?;
     state.coordinator.world(&id).await?;
     let change: api::SetPlugins = api::parse_json(&body)?;
+    api::check_plugin_names(&change.plugins)?;
     let plugins = state.coordinator.attach(change.plugins).await?;
     let world = state.coordinator.update_world(&id, &who, WorldChange::Plugins(plugins)).await?;
     Ok(HttpResponse::Ok().json(WorldView::from(&world.record)))
@@ -711,6 +732,7 @@ async fn list_plugins(state: web::Data<AppState>, req: HttpRequest) -> ApiResult
     ))]
 async fn get_plugin(state: web::Data<AppState>, name: web::Path<String>) -> ApiResult<HttpResponse> {
     let c = &state.coordinator;
+    plugin_name(&name)?;
     let entry = c.workshop().get(c.store().as_ref(), &name).await?.ok_or_else(|| workshop::unknown_plugin(&name))?;
     let versions: Vec<VersionView<'_>> = entry.versions.values().rev().map(VersionView::from).collect();
     Ok(HttpResponse::Ok().json(api::PluginDetail {
@@ -732,6 +754,7 @@ async fn get_plugin(state: web::Data<AppState>, name: web::Path<String>) -> ApiR
     ))]
 async fn get_plugin_version(state: web::Data<AppState>, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
     let (name, version) = path.into_inner();
+    plugin_name(&name)?;
     let (entry, parsed) = state.coordinator.find_version(&name, &version).await?;
     Ok(HttpResponse::Ok().json(VersionView::from(&entry.versions[&parsed])))
 }
@@ -746,6 +769,7 @@ async fn get_plugin_version(state: web::Data<AppState>, path: web::Path<(String,
     ))]
 async fn get_plugin_source(state: web::Data<AppState>, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
     let (name, version) = path.into_inner();
+    plugin_name(&name)?;
     let (entry, parsed) = state.coordinator.find_version(&name, &version).await?;
     let record = &entry.versions[&parsed];
     let source = state.coordinator.plugin_source(record).await?;
@@ -800,8 +824,16 @@ async fn set_yanked(
 ) -> ApiResult<HttpResponse> {
     let who = account(&state, &req).await?;
     let (name, version) = path.into_inner();
+    plugin_name(&name)?;
     let record = state.coordinator.set_yanked(&who, &name, &version, yanked).await?;
     Ok(HttpResponse::Ok().json(VersionView::from(&record)))
+}
+
+/// A plugin name from a path. One that is not a valid plugin name names no
+/// plugin (404 `unknown_plugin`) and is not looked up in storage, where its
+/// key could be too long for a file name (once a 503 on `fs://`).
+fn plugin_name(name: &str) -> Result<(), Error> {
+    crate::auth::check_name("name", name).map_err(|_| workshop::unknown_plugin(name))
 }
 
 /// Parses a chunk coordinate path segment.

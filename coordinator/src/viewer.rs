@@ -24,7 +24,7 @@ use serde::Serialize;
 use utoipa_actix_web::service_config::ServiceConfig;
 use worldloom_cluster::protocol::{NodeRequest, NodeResponse};
 use worldloom_cluster::{Error, ErrorKind, Result};
-use worldloom_worldgen::overview::{MAX_OVERVIEW_SIZE, MAX_OVERVIEW_STEP};
+use worldloom_worldgen::overview::{MAX_OVERVIEW_COLUMN, MAX_OVERVIEW_SIZE, MAX_OVERVIEW_STEP};
 use worldloom_worldgen::{CHUNK_SIZE, ChunkCoord, Overview, OverviewArea};
 
 use crate::actor::RouteBy;
@@ -84,14 +84,49 @@ pub fn routes(cfg: &mut ServiceConfig<'_>) {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 struct OverviewQuery {
-    /// World column x of the first sample (default 0).
+    /// World column x of the first sample (default 0); the whole tile must lie within ±536870912 columns.
+    #[param(schema_with = column_schema)]
     x: Option<i64>,
-    /// World column z of the first sample (default 0).
+    /// World column z of the first sample (default 0); the whole tile must lie within ±536870912 columns.
+    #[param(schema_with = column_schema)]
     z: Option<i64>,
     /// Columns between samples: a power of two from 1 to 64 (default 16).
+    #[param(schema_with = step_schema)]
     step: Option<u32>,
     /// Samples along each side, 1 to 256 (default 128).
+    #[param(schema_with = size_schema)]
     size: Option<u32>,
+}
+
+// The query's bounds, from the constants `OverviewArea::validate` checks, so
+// the document states them exactly (the API fuzzer in tests/it/openapi.rs
+// generates from them). That the whole tile (`x + step·(size-1)`) lies in
+// range is a rule across fields, which a schema cannot state; it is a 400.
+
+fn column_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64)))
+        .minimum(Some(-MAX_OVERVIEW_COLUMN))
+        .maximum(Some(MAX_OVERVIEW_COLUMN))
+        .build()
+}
+
+fn step_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let steps = (0..=MAX_OVERVIEW_STEP.ilog2()).map(|i| serde_json::json!(1u32 << i));
+    ObjectBuilder::new().schema_type(Type::Integer).enum_values(Some(steps)).default(Some(16.into())).build()
+}
+
+fn size_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_OVERVIEW_SIZE))
+        .default(Some(128.into()))
+        .build()
 }
 
 /// The JSON form of an overview tile.

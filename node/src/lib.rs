@@ -6,6 +6,7 @@
 //! [`NodeService`], one in another process sends the same messages to
 //! [`server`]'s endpoint.
 
+pub mod cache;
 pub mod pipeline;
 pub mod plugins;
 pub mod server;
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
+use worldloom_cluster::config::NodeSettings;
 use worldloom_cluster::metrics::NodeMetrics;
 use worldloom_cluster::model::{ChunkRecord, GenSpec};
 use worldloom_cluster::protocol::{ChunkBytes, NodeRequest, NodeResponse, NodeService, PluginCheck};
@@ -39,7 +41,42 @@ pub struct Node {
     inflight: Mutex<HashMap<Key, Pending>>,
     /// Recently sampled overview tiles.
     overviews: Mutex<OverviewCache>,
+    /// Hot chunks that are stored or being stored, by byte budget.
+    chunks: Mutex<cache::ChunkCache>,
+    /// Write behind: chunks answered but not yet written, consulted like the
+    /// cache (an entry the cache evicted is still found here until written).
+    writing: Mutex<HashMap<Key, Bytes>>,
+    /// One permit per write that may be pending; `None`: write through (the
+    /// answer waits for the write).
+    write_slots: Option<(Arc<tokio::sync::Semaphore>, u32)>,
+    /// Where writes behind run: a thread of the node's own, so they outlive
+    /// the HTTP server's event loops (whose tasks end with them at a stop).
+    writer: Option<Writer>,
     metrics: Arc<NodeMetrics>,
+}
+
+/// The write-behind thread's runtime; the thread ends when this is dropped.
+struct Writer {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Writer {
+    fn start() -> Writer {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("worldloom-store".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+                let _ = tx.send(rt.handle().clone());
+                rt.block_on(async move {
+                    let _ = stopped.await;
+                });
+            })
+            .expect("spawning the storage thread");
+        Writer { handle: rx.recv().expect("the storage thread starts"), _stop: stop }
+    }
 }
 
 /// What identifies an overview tile: seed, parameters (their exact debug
@@ -92,14 +129,59 @@ impl Node {
         queue_depth: usize,
         metrics: Arc<NodeMetrics>,
     ) -> Arc<Node> {
+        let settings = NodeSettings { queue_depth, ..NodeSettings::default() };
+        Self::start_with(store, runtime, workers, &settings, metrics)
+    }
+
+    /// A node with the `[node]` settings: its generation queue, its chunk
+    /// cache's byte budget, and how many writes may be pending behind the
+    /// answers (0: every answer waits for its write).
+    pub fn start_with(
+        store: Arc<dyn ObjectStore>,
+        runtime: Arc<dyn PluginRuntime>,
+        workers: usize,
+        settings: &NodeSettings,
+        metrics: Arc<NodeMetrics>,
+    ) -> Arc<Node> {
+        let budget = usize::try_from(settings.chunk_cache_bytes).unwrap_or(usize::MAX);
+        let slots = u32::try_from(settings.pending_writes)
+            .unwrap_or(u32::MAX >> 3)
+            .min(tokio::sync::Semaphore::MAX_PERMITS as u32);
         Arc::new(Node {
             store,
-            pool: workers::WorkerPool::start(workers, queue_depth, runtime, metrics.clone()),
+            pool: workers::WorkerPool::start(workers, settings.queue_depth, runtime, metrics.clone()),
             sources: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             overviews: Mutex::new(OverviewCache::default()),
+            chunks: Mutex::new(cache::ChunkCache::new(budget)),
+            writing: Mutex::new(HashMap::new()),
+            write_slots: (slots > 0).then(|| (Arc::new(tokio::sync::Semaphore::new(slots as usize)), slots)),
+            writer: (slots > 0).then(Writer::start),
             metrics,
         })
+    }
+
+    /// Writes still pending behind answers already given.
+    pub fn pending_writes(&self) -> usize {
+        self.writing.lock().expect("writing lock").len()
+    }
+
+    /// Waits until every write pending when it is called (and any started
+    /// meanwhile) has finished: after it, every chunk this node answered as
+    /// stored is in storage (or its write failed and was logged).
+    pub async fn flush(&self) {
+        if let Some((slots, n)) = &self.write_slots {
+            let _all = slots.acquire_many(*n).await;
+        }
+    }
+
+    /// The chunk at `key` if this node has it in memory: cached, or answered
+    /// and still being written.
+    fn remembered(&self, key: &Key) -> Option<Bytes> {
+        if let Some(b) = self.chunks.lock().expect("cache lock").get(key) {
+            return Some(b);
+        }
+        self.writing.lock().expect("writing lock").get(key).cloned()
     }
 
     pub fn metrics(&self) -> &Arc<NodeMetrics> {
@@ -127,21 +209,32 @@ impl Node {
         }
     }
 
-    /// The chunk of `spec`'s world revision: from storage if it was generated
-    /// before, else generated on a worker and stored - create-if-absent, so
-    /// when two nodes generate one chunk, one copy wins and both serve it. A
-    /// chunk whose plugin failures are not a function of its inputs (a
-    /// wall-clock timeout, a crashed sandbox) is served but not stored.
+    /// The chunk of `spec`'s world revision: from this node's memory (the
+    /// chunk cache, or a write still pending), else from storage if it was
+    /// generated before (by any node), else generated on a worker and
+    /// stored - create-if-absent, so when two nodes generate one chunk, one
+    /// copy wins and both serve it. A chunk whose plugin failures are not a
+    /// function of its inputs (a wall-clock timeout, a crashed sandbox) is
+    /// served but neither stored nor cached.
     pub async fn chunk(self: &Arc<Self>, spec: Arc<GenSpec>, coord: ChunkCoord) -> Result<ChunkBytes> {
         let key = Key::chunk(&spec.world, spec.revision, coord);
+        if let Some(envelope) = self.remembered(&key) {
+            self.metrics.chunks_from_storage.inc();
+            return Ok(ChunkBytes { envelope, generated: false, stored: true });
+        }
         if let Some(envelope) = self.stored(&key, &spec, coord).await? {
             self.metrics.chunks_from_storage.inc();
+            self.chunks.lock().expect("cache lock").put(key, envelope.clone());
             return Ok(ChunkBytes { envelope, generated: false, stored: true });
         }
         let pending = {
             let mut inflight = self.inflight.lock().expect("inflight lock");
             if let Some(p) = inflight.get(&key) {
                 p.clone()
+            } else if let Some(envelope) = self.remembered(&key) {
+                // Generated here while this request read storage.
+                self.metrics.chunks_from_storage.inc();
+                return Ok(ChunkBytes { envelope, generated: false, stored: true });
             } else {
                 let node = self.clone();
                 let task_key = key.clone();
@@ -162,7 +255,25 @@ impl Node {
         pending.await
     }
 
-    async fn generate_and_store(&self, spec: Arc<GenSpec>, coord: ChunkCoord, key: &Key) -> Result<ChunkBytes> {
+    /// Generates a chunk and stores it. With write behind (the default), the
+    /// answer does not wait for the write: the envelope is kept in memory
+    /// (the cache and the pending writes, which every later request of this
+    /// node consults first) and written create-if-absent in the background,
+    /// at most `node.pending_writes` at a time (past that the answer waits
+    /// for a slot). If another node's copy won the create, the cache takes
+    /// the winner's bytes, so every later answer everywhere is the winner's.
+    /// Answers given before that carried this node's bytes: the same bytes,
+    /// since only deterministic chunks are stored and generation is a pure
+    /// function of the spec and coordinate (a transient chunk, the only kind
+    /// whose copies may differ, is never stored nor cached). Nothing half
+    /// written is ever read back: each write is atomic, and a write that
+    /// never happened (a crash) only means the chunk is generated again.
+    async fn generate_and_store(
+        self: &Arc<Self>,
+        spec: Arc<GenSpec>,
+        coord: ChunkCoord,
+        key: &Key,
+    ) -> Result<ChunkBytes> {
         let sources = Arc::new(self.sources_for(&spec).await?);
         let (deterministic, bytes) = self.pool.generate(spec.clone(), coord, sources).await?;
         self.metrics.chunks_generated.inc();
@@ -172,20 +283,44 @@ impl Node {
             // Another run may come out otherwise: not this chunk's truth.
             return Ok(ChunkBytes { envelope: bytes, generated: true, stored: false });
         }
-        match self.store.put_new(key, bytes.clone()).await {
-            Ok(true) => Ok(ChunkBytes { envelope: bytes, generated: true, stored: true }),
+        let Some((slots, _)) = &self.write_slots else {
+            let (envelope, stored) = self.persist(key, bytes, &spec, coord).await?;
+            return Ok(ChunkBytes { envelope, generated: true, stored });
+        };
+        let permit = slots.clone().acquire_owned().await.map_err(|_| Error::internal("the node is stopping"))?;
+        self.writing.lock().expect("writing lock").insert(key.clone(), bytes.clone());
+        self.chunks.lock().expect("cache lock").put(key.clone(), bytes.clone());
+        let (node, key, envelope) = (self.clone(), key.clone(), bytes.clone());
+        let writer = self.writer.as_ref().expect("a writer when writing behind").handle.clone();
+        writer.spawn(async move {
+            let _ = node.persist(&key, bytes, &spec, coord).await;
+            node.writing.lock().expect("writing lock").remove(&key);
+            drop(permit);
+        });
+        Ok(ChunkBytes { envelope, generated: true, stored: true })
+    }
+
+    /// Writes a generated chunk create-if-absent and keeps in the cache the
+    /// copy every node serves from now on: the envelope, and whether it is
+    /// in storage.
+    async fn persist(&self, key: &Key, bytes: Bytes, spec: &GenSpec, coord: ChunkCoord) -> Result<(Bytes, bool)> {
+        let kept = match self.store.put_new(key, bytes.clone()).await {
+            Ok(true) => (bytes, true),
             // Another node stored it first: serve the winner's bytes (identical
             // when generation is deterministic, and the same everywhere either way).
-            Ok(false) => match self.stored(key, &spec, coord).await? {
-                Some(winner) => Ok(ChunkBytes { envelope: winner, generated: true, stored: true }),
-                None => Ok(ChunkBytes { envelope: bytes, generated: true, stored: false }),
+            Ok(false) => match self.stored(key, spec, coord).await? {
+                Some(winner) => (winner, true),
+                None => return Ok((bytes, false)),
             },
             Err(e) => {
                 // Generation is deterministic: serve it now, generate it again next time.
                 tracing::warn!(%key, error = %e, "could not store a generated chunk");
-                Ok(ChunkBytes { envelope: bytes, generated: true, stored: false })
+                self.chunks.lock().expect("cache lock").remove(key);
+                return Ok((bytes, false));
             }
-        }
+        };
+        self.chunks.lock().expect("cache lock").put(key.clone(), kept.0.clone());
+        Ok(kept)
     }
 
     /// Fetches (once) and verifies the sources of a spec's plugins.
@@ -338,15 +473,13 @@ mod tests {
         })
     }
 
-    /// When another node stores a chunk between this node's miss and its
-    /// write, the write loses and this node serves the winner's bytes (here
-    /// deliberately different, to tell them apart), so every node serves
-    /// one copy.
-    #[tokio::test]
-    async fn a_chunk_stored_first_by_another_node_is_the_one_served() {
-        let spec = spec();
-        let coord = ChunkCoord::new(3, -1);
-        let mut rival = pipeline::generate(&spec, coord, &mut pipeline::NoPlugins);
+    fn node_with(store: Arc<dyn ObjectStore>, pending_writes: usize, cache: u64) -> Arc<Node> {
+        let settings = NodeSettings { pending_writes, chunk_cache_bytes: cache, ..NodeSettings::default() };
+        Node::start_with(store, Arc::new(NoRuntime), 1, &settings, Metrics::new(true, false).node())
+    }
+
+    fn raced(coord: ChunkCoord) -> (Bytes, Arc<Raced>) {
+        let mut rival = pipeline::generate(&spec(), coord, &mut pipeline::NoPlugins);
         rival.plugin_failures.push(PluginFailure {
             plugin: "other-node".into(),
             version: "1.0.0".into(),
@@ -361,17 +494,146 @@ mod tests {
             rival: rival.clone(),
             creates: AtomicUsize::new(0),
         });
-        let node = Node::start(store.clone(), Arc::new(NoRuntime), 1, Metrics::new(true, false).node());
+        (rival, store)
+    }
+
+    /// When another node stores a chunk between this node's miss and its
+    /// write, the write loses and this node serves the winner's bytes (here
+    /// deliberately different, to tell them apart), so every node serves
+    /// one copy. Writing through (`pending_writes = 0`), the first answer
+    /// already is the winner's.
+    #[tokio::test]
+    async fn a_chunk_stored_first_by_another_node_is_the_one_served() {
+        let spec = spec();
+        let coord = ChunkCoord::new(3, -1);
+        let (rival, store) = raced(coord);
+        let node = node_with(store.clone(), 0, 1 << 20);
         let got = node.chunk(spec.clone(), coord).await.unwrap();
         assert_eq!(store.creates.load(Ordering::SeqCst), 1);
         assert!(got.generated && got.stored);
         assert_eq!(got.envelope, rival, "the winner's bytes are served");
-        // And from storage from now on.
+        // And from now on (from the cache of stored chunks).
         let again = node.chunk(spec, coord).await.unwrap();
         assert!(!again.generated);
         assert_eq!(again.envelope, rival);
         assert_eq!(node.metrics().chunks_generated.get(), 1);
         assert_eq!(node.metrics().chunks_from_storage.get(), 1);
+    }
+
+    /// The same race writing behind (the default): the first answer carries
+    /// this node's bytes (which for a real deterministic chunk are the
+    /// winner's bytes too: only the test's rival differs), and once the
+    /// write has settled every answer is the winner's, from the cache.
+    #[tokio::test]
+    async fn writing_behind_a_lost_create_serves_the_winners_bytes_afterwards() {
+        let spec = spec();
+        let coord = ChunkCoord::new(3, -1);
+        let (rival, store) = raced(coord);
+        let node = node_with(store.clone(), 16, 1 << 20);
+        let first = node.chunk(spec.clone(), coord).await.unwrap();
+        assert!(first.generated && first.stored);
+        let ours = Bytes::from(wire::encode(&pipeline::generate(&spec, coord, &mut pipeline::NoPlugins)));
+        assert_eq!(first.envelope, ours);
+        node.flush().await;
+        assert_eq!(node.pending_writes(), 0);
+        assert_eq!(store.creates.load(Ordering::SeqCst), 1);
+        for _ in 0..2 {
+            let again = node.chunk(spec.clone(), coord).await.unwrap();
+            assert!(!again.generated && again.stored);
+            assert_eq!(again.envelope, rival, "the winner's bytes, once the create lost");
+        }
+        assert_eq!(node.metrics().chunks_generated.get(), 1);
+    }
+
+    /// Storage that counts reads.
+    #[derive(Debug)]
+    struct Counting {
+        inner: Arc<dyn ObjectStore>,
+        gets: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ObjectStore for Counting {
+        async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            self.inner.get(key).await
+        }
+        async fn get_versioned(&self, key: &Key) -> Result<Option<(Bytes, Version)>> {
+            self.inner.get_versioned(key).await
+        }
+        async fn put(&self, key: &Key, value: Bytes) -> Result<()> {
+            self.inner.put(key, value).await
+        }
+        async fn put_new(&self, key: &Key, value: Bytes) -> Result<bool> {
+            self.inner.put_new(key, value).await
+        }
+        async fn put_if(&self, key: &Key, value: Bytes, expected: &Version) -> Result<bool> {
+            self.inner.put_if(key, value, expected).await
+        }
+        async fn list(&self, prefix: &Key) -> Result<Vec<Key>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &Key) -> Result<()> {
+            self.inner.delete(key).await
+        }
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+    }
+
+    /// A cached chunk is answered with the identical bytes without reading
+    /// storage; after the writes drain, storage holds the same bytes; a new
+    /// revision never gets the old revision's chunk; and the cache keeps to
+    /// its byte budget.
+    #[tokio::test]
+    async fn the_cache_serves_identical_bytes_per_revision_within_its_budget() {
+        let dir = std::env::temp_dir().join(format!("wl-node-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let inner = storage::open(&format!("fs://{}", dir.display()), &Default::default()).unwrap();
+        let store = Arc::new(Counting { inner: inner.clone(), gets: AtomicUsize::new(0) });
+        let budget = 40 * 14_000;
+        let node = node_with(store.clone(), 8, budget);
+        let spec = spec();
+        let coord = ChunkCoord::new(-2, 5);
+        let first = node.chunk(spec.clone(), coord).await.unwrap();
+        let gets = store.gets.load(Ordering::SeqCst);
+        let hit = node.chunk(spec.clone(), coord).await.unwrap();
+        assert!(!hit.generated && hit.stored);
+        assert_eq!(hit.envelope, first.envelope, "identical bytes");
+        assert_eq!(store.gets.load(Ordering::SeqCst), gets, "a hit reads no storage");
+        node.flush().await;
+        let key = Key::chunk(&spec.world, spec.revision, coord);
+        assert_eq!(inner.get(&key).await.unwrap().unwrap(), first.envelope, "written, byte-identical");
+        // The next revision (other plugins or parameters) is another chunk.
+        let mut next = (*spec).clone();
+        next.revision += 1;
+        next.seed += 1;
+        let other = node.chunk(Arc::new(next.clone()), coord).await.unwrap();
+        assert!(other.generated, "generated for the new revision, not served from the old");
+        let record: ChunkRecord = wire::decode(&other.envelope).unwrap();
+        assert_eq!(record.revision, next.revision);
+        assert_ne!(other.envelope, first.envelope);
+        // Many chunks through a budget of about 40: it holds, and every answer is right.
+        for i in 0..200 {
+            let c = ChunkCoord::new(i, 1);
+            let got = node.chunk(spec.clone(), c).await.unwrap();
+            let record: ChunkRecord = wire::decode(&got.envelope).unwrap();
+            assert_eq!(record.chunk.coord, c);
+            let used = node.chunks.lock().unwrap().used_bytes();
+            assert!(used as u64 <= budget, "{used} > {budget}");
+        }
+        assert!(node.chunks.lock().unwrap().len() < 60);
+        node.flush().await;
+        assert_eq!(inner.list(&Key::dir("chunks/")).await.unwrap().len(), 202);
+        // An evicted chunk comes back from storage, still the same bytes.
+        let back = node.chunk(spec.clone(), ChunkCoord::new(0, 1)).await.unwrap();
+        assert!(!back.generated);
+        assert_eq!(
+            back.envelope,
+            inner.get(&Key::chunk(&spec.world, spec.revision, ChunkCoord::new(0, 1))).await.unwrap().unwrap()
+        );
+        assert_eq!(node.metrics().chunks_generated.get(), 202);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// Two nodes over one storage asked for the same chunks at once: each
@@ -393,6 +655,9 @@ mod tests {
             let (a, b) = (a.unwrap(), b.unwrap());
             assert_eq!(a.envelope, b.envelope);
             assert!(a.stored && b.stored);
+        }
+        for node in &nodes {
+            node.flush().await;
         }
         let store = storage::open(&uri, &Default::default()).unwrap();
         assert_eq!(store.list(&Key::dir("chunks/")).await.unwrap().len(), 8);

@@ -2,6 +2,7 @@
 
 mod api;
 mod authoring;
+mod cache;
 mod cli;
 mod cluster;
 mod determinism;

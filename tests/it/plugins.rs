@@ -207,6 +207,8 @@ async fn a_wall_clock_failure_is_served_marked_provisional_and_never_stored() {
     let (_, record) = chunk_postcard(&fuel.base, fid.as_str(), 2, 2).await;
     assert_eq!(record.plugin_failures[0].kind, worldloom_plugin_abi::ErrorKind::FuelExhausted);
     assert!(!record.plugin_failures[0].transient);
+    // Written behind the answer: waits for it (fails after 60 s if it is never stored).
+    worldloom_tests::wait_stored(&dir2.uri(), &Default::default(), fid.as_str(), 0, 2, 2).await;
     let key = worldloom_cluster::storage::Key::chunk(&fid, 0, ChunkCoord::new(2, 2));
     assert!(store.get(&key).await.unwrap().is_some(), "a deterministic failure is stored with its chunk");
     fuel.stop();

@@ -338,6 +338,8 @@ async fn survives_restart(data: &str, env: &[(String, String)], s3: &worldloom_c
     .await;
     let id = w["id"].as_str().unwrap().to_owned();
     let (bytes, _) = chunk_postcard(&p.base, &id, 1, 1).await;
+    // The node writes behind its answers: the kill comes after the write.
+    worldloom_tests::wait_stored(data, s3, &id, 0, 1, 1).await;
     p.kill();
 
     let p = spawn_with_env(data, &[], env);

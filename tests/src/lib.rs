@@ -484,3 +484,28 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// Waits (up to 60 s) until the chunk (cx, cz) of revision `revision` of
+/// `world` is in the storage at `data`: nodes write chunks behind their
+/// answers, so a test that kills a server right after a chunk was served,
+/// or reads storage directly, waits for the write first.
+pub async fn wait_stored(
+    data: &str,
+    s3: &worldloom_cluster::storage::S3Settings,
+    world: &str,
+    revision: u32,
+    cx: i32,
+    cz: i32,
+) -> Vec<u8> {
+    let store = worldloom_cluster::storage::open(data, s3).expect("opening storage");
+    let id = worldloom_cluster::ids::WorldId::parse(world).expect("a world id");
+    let key = worldloom_cluster::storage::Key::chunk(&id, revision, worldloom_worldgen::ChunkCoord::new(cx, cz));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(bytes) = store.get(&key).await.expect("reading storage") {
+            return bytes.to_vec();
+        }
+        assert!(std::time::Instant::now() < deadline, "{key} was never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -423,18 +423,27 @@ mod tests {
 
     use super::*;
 
-    /// Real storage, where another node always stores the chunk first: just
-    /// before this node's create-if-absent write, `rival` is written.
+    /// Real storage that counts reads and create-if-absent writes; with a
+    /// `rival`, another node always stores the chunk first: just before this
+    /// node's create-if-absent write, `rival` is written.
     #[derive(Debug)]
-    struct Raced {
+    struct Spy {
         inner: Arc<dyn ObjectStore>,
-        rival: Bytes,
+        rival: Option<Bytes>,
+        gets: AtomicUsize,
         creates: AtomicUsize,
     }
 
+    impl Spy {
+        fn new(inner: Arc<dyn ObjectStore>, rival: Option<Bytes>) -> Self {
+            Spy { inner, rival, gets: AtomicUsize::new(0), creates: AtomicUsize::new(0) }
+        }
+    }
+
     #[async_trait]
-    impl ObjectStore for Raced {
+    impl ObjectStore for Spy {
         async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
             self.inner.get(key).await
         }
         async fn get_versioned(&self, key: &Key) -> Result<Option<(Bytes, Version)>> {
@@ -445,7 +454,9 @@ mod tests {
         }
         async fn put_new(&self, key: &Key, value: Bytes) -> Result<bool> {
             self.creates.fetch_add(1, Ordering::SeqCst);
-            assert!(self.inner.put_new(key, self.rival.clone()).await?, "the rival's write wins");
+            if let Some(rival) = &self.rival {
+                assert!(self.inner.put_new(key, rival.clone()).await?, "the rival's write wins");
+            }
             self.inner.put_new(key, value).await
         }
         async fn put_if(&self, key: &Key, value: Bytes, expected: &Version) -> Result<bool> {
@@ -478,7 +489,7 @@ mod tests {
         Node::start_with(store, Arc::new(NoRuntime), 1, &settings, Metrics::new(true, false).node())
     }
 
-    fn raced(coord: ChunkCoord) -> (Bytes, Arc<Raced>) {
+    fn raced(coord: ChunkCoord) -> (Bytes, Arc<Spy>) {
         let mut rival = pipeline::generate(&spec(), coord, &mut pipeline::NoPlugins);
         rival.plugin_failures.push(PluginFailure {
             plugin: "other-node".into(),
@@ -489,11 +500,7 @@ mod tests {
             transient: false,
         });
         let rival = Bytes::from(wire::encode(&rival));
-        let store = Arc::new(Raced {
-            inner: storage::open("memory://", &Default::default()).unwrap(),
-            rival: rival.clone(),
-            creates: AtomicUsize::new(0),
-        });
+        let store = Arc::new(Spy::new(storage::open("memory://", &Default::default()).unwrap(), Some(rival.clone())));
         (rival, store)
     }
 
@@ -545,42 +552,6 @@ mod tests {
         assert_eq!(node.metrics().chunks_generated.get(), 1);
     }
 
-    /// Storage that counts reads.
-    #[derive(Debug)]
-    struct Counting {
-        inner: Arc<dyn ObjectStore>,
-        gets: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl ObjectStore for Counting {
-        async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            self.inner.get(key).await
-        }
-        async fn get_versioned(&self, key: &Key) -> Result<Option<(Bytes, Version)>> {
-            self.inner.get_versioned(key).await
-        }
-        async fn put(&self, key: &Key, value: Bytes) -> Result<()> {
-            self.inner.put(key, value).await
-        }
-        async fn put_new(&self, key: &Key, value: Bytes) -> Result<bool> {
-            self.inner.put_new(key, value).await
-        }
-        async fn put_if(&self, key: &Key, value: Bytes, expected: &Version) -> Result<bool> {
-            self.inner.put_if(key, value, expected).await
-        }
-        async fn list(&self, prefix: &Key) -> Result<Vec<Key>> {
-            self.inner.list(prefix).await
-        }
-        async fn delete(&self, key: &Key) -> Result<()> {
-            self.inner.delete(key).await
-        }
-        fn describe(&self) -> String {
-            self.inner.describe()
-        }
-    }
-
     /// A cached chunk is answered with the identical bytes without reading
     /// storage; after the writes drain, storage holds the same bytes; a new
     /// revision never gets the old revision's chunk; and the cache keeps to
@@ -590,7 +561,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wl-node-cache-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let inner = storage::open(&format!("fs://{}", dir.display()), &Default::default()).unwrap();
-        let store = Arc::new(Counting { inner: inner.clone(), gets: AtomicUsize::new(0) });
+        let store = Arc::new(Spy::new(inner.clone(), None));
         let budget = 40 * 14_000;
         let node = node_with(store.clone(), 8, budget);
         let spec = spec();

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use worldloom_tests::{
-    Process, RawFrame, Stream, TempDir, account_token, client, cluster_env, create_world, spawn_coordinator,
-    spawn_node, spawn_with_env, start_with, wait_for_nodes,
+    Process, Stream, TempDir, account_token, client, cluster_env, create_world, spawn_coordinator, spawn_node,
+    spawn_with_env, start_with, wait_for_nodes,
 };
 use worldloom_worldgen::{ChunkCoord, Params, generate_chunk};
 
@@ -165,15 +165,7 @@ async fn client_main(base: &str, world: &str) {
     let mut ws = Stream::connect(base, world).await;
     let t = Instant::now();
     ws.subscribe(0, 0, RADIUS).await;
-    let mut n = 0;
-    loop {
-        match ws.next_raw().await {
-            RawFrame::Chunk(_) => n += 1,
-            RawFrame::Json(j) if j.get("done").is_some() => break,
-            RawFrame::Json(j) => panic!("unexpected frame {j}"),
-        }
-    }
-    assert_eq!(n, CHUNKS);
+    assert_eq!(ws.count_until_done().await, CHUNKS);
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage fills the struct it is given.
     let usage = unsafe {

@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use worldloom_tests::{RawFrame, Stream, TempDir, account_token, create_world, spawn_with_env};
+use worldloom_tests::{Stream, TempDir, account_token, create_world, spawn_with_env};
 use worldloom_worldgen::{ChunkCoord, Params, generate_chunk};
 
 const RADIUS: u32 = 16;
@@ -66,15 +66,7 @@ async fn client_main(base: &str, world: &str) {
     let mut ws = Stream::connect(base, world).await;
     let t = Instant::now();
     ws.subscribe(0, 0, RADIUS).await;
-    let mut n = 0;
-    loop {
-        match ws.next_raw().await {
-            RawFrame::Chunk(_) => n += 1,
-            RawFrame::Json(j) if j.get("done").is_some() => break,
-            RawFrame::Json(j) => panic!("unexpected frame {j}"),
-        }
-    }
-    assert_eq!(n, CHUNKS);
+    assert_eq!(ws.count_until_done().await, CHUNKS);
     println!("{}", CHUNKS as f64 / t.elapsed().as_secs_f64());
 }
 

@@ -413,6 +413,19 @@ impl Stream {
         }
     }
 
+    /// Counts chunk frames, without decoding them, up to the `done` frame
+    /// (what a benchmark's client does).
+    pub async fn count_until_done(&mut self) -> usize {
+        let mut n = 0;
+        loop {
+            match self.next_raw().await {
+                RawFrame::Chunk(_) => n += 1,
+                RawFrame::Json(j) if j.get("done").is_some() => return n,
+                RawFrame::Json(j) => panic!("unexpected frame {j}"),
+            }
+        }
+    }
+
     /// Chunks until the `done` frame; returns them and the done frame.
     pub async fn until_done(&mut self) -> (Vec<ChunkRecord>, serde_json::Value) {
         let mut chunks = Vec::new();

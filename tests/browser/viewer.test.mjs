@@ -3,6 +3,7 @@
 //   WORLDLOOM_BASE=http://127.0.0.1:PORT WORLDLOOM_TOKEN=... WORLDLOOM_SCREENSHOTS=DIR node tests/browser/viewer.test.mjs
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { request } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -16,13 +17,33 @@ fs.mkdirSync(shots, { recursive: true });
 const WAIT = 120_000;
 const step = (what) => console.log(`-- ${what}`);
 
-async function http(method, p, body) {
+// The test's own API calls, each on a connection of its own (`agent: false`
+// sends `Connection: close`): a pooled keep-alive connection can be closed by
+// the server's idle timeout just as a request is written on it (undici then
+// fails with "other side closed"), and the test is not about HTTP pooling.
+function http(method, p, body) {
   const headers = { authorization: `Bearer ${token}` };
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(base + p, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const json = await res.json();
-  if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  if (payload !== undefined) {
+    headers['content-type'] = 'application/json';
+    headers['content-length'] = Buffer.byteLength(payload);
+  }
+  return new Promise((resolve, reject) => {
+    const req = request(base + p, { method, headers, agent: false }, (res) => {
+      const parts = [];
+      res.on('data', (d) => parts.push(d));
+      res.on('error', reject);
+      res.on('end', () => {
+        const text = Buffer.concat(parts).toString('utf8');
+        let json;
+        try { json = JSON.parse(text); } catch (e) { reject(new Error(`${method} ${p}: ${res.statusCode}, not JSON: ${text.slice(0, 200)}`)); return; }
+        if (res.statusCode < 200 || res.statusCode > 299) reject(new Error(`${method} ${p}: ${res.statusCode} ${text}`));
+        else resolve(json);
+      });
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
 }
 
 const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wl-chromium-'));
@@ -98,12 +119,12 @@ function biomesSeen(sample, biomes) {
 
 let passed = 0;
 try {
-  const { biomes } = await (await fetch(base + '/v1/biomes')).json();
+  const { biomes } = await http('GET', '/v1/biomes');
 
   step('the page loads and shows the parameters, the legend and the token form');
   await page.goto(base + '/');
   await page.waitForSelector('body[data-ready="true"]');
-  const { params } = await (await fetch(base + '/v1/params')).json();
+  const { params } = await http('GET', '/v1/params');
   for (const p of params) {
     const label = await page.locator(`#param-fields input[name="${p.name}"]`).locator('xpath=..').textContent();
     assert.ok(label.includes(`default ${p.default}`) && label.includes(p.doc), `${p.name}: ${label}`);

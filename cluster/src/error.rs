@@ -158,6 +158,23 @@ impl Error {
     }
 }
 
+impl Error {
+    /// An OS error of a storage operation the `fs://` backend makes itself
+    /// (not through OpenDAL), mapped like [`From<opendal::Error>`]: the
+    /// conditions that do not clear by retrying are permanent, a full disk
+    /// is `storage_full`, anything else `storage_unavailable`.
+    pub fn storage_io(e: &std::io::Error, what: impl std::fmt::Display) -> Self {
+        if let Some((kind, code, cause)) = io_condition(e) {
+            return match kind {
+                ErrorKind::Internal => Error::storage_permanent(code, cause, format!("{what}: {e}")),
+                _ => Error::new(kind, format!("storage: {cause}: {what}: {e}")).with_code(code),
+            };
+        }
+        Error::new(ErrorKind::Unavailable, format!("storage is unavailable: {what}: {e}"))
+            .with_code("storage_unavailable")
+    }
+}
+
 /// Storage errors by what the client and the operator can do about them:
 /// absent objects and lost races are ordinary outcomes; permission and
 /// configuration problems are permanent (500, `storage_denied` /
@@ -215,5 +232,22 @@ mod tests {
         let e = Error::from(flaky);
         assert_eq!((e.kind, e.code()), (ErrorKind::Unavailable, "storage_unavailable"));
         assert_eq!(Error::from(opendal::Error::new(opendal::ErrorKind::NotFound, "x")).kind, ErrorKind::NotFound);
+    }
+
+    /// The fs backend's own writes map OS errors the same way as OpenDAL's.
+    #[test]
+    fn the_fs_backends_own_io_errors_map_like_opendals() {
+        let io = |n| std::io::Error::from_raw_os_error(n);
+        let e = Error::storage_io(&io(libc::ENOSPC), "writing chunks/w/r0/0_0");
+        assert_eq!((e.kind, e.code()), (ErrorKind::Unavailable, "storage_full"), "{e}");
+        assert!(e.message.contains("chunks/w/r0/0_0"), "{e}");
+        assert_eq!(Error::storage_io(&io(libc::EDQUOT), "x").code(), "storage_full");
+        let e = Error::storage_io(&io(libc::EACCES), "x");
+        assert_eq!((e.kind, e.code()), (ErrorKind::Internal, "storage_denied"), "{e}");
+        assert!(e.message.contains("does not clear by retrying"), "{e}");
+        assert_eq!(Error::storage_io(&io(libc::EROFS), "x").code(), "storage_denied");
+        assert_eq!(Error::storage_io(&io(libc::ENOTDIR), "x").code(), "storage_misconfigured");
+        let e = Error::storage_io(&io(libc::EIO), "x");
+        assert_eq!((e.kind, e.code()), (ErrorKind::Unavailable, "storage_unavailable"), "{e}");
     }
 }

@@ -7,8 +7,18 @@
 //! `put_if` replaces an object only if it is still the version the writer
 //! read (compare-and-swap), with exactly one winner among writers that read
 //! the same version - across processes: S3 with `If-None-Match` / `If-Match`
-//! on its ETags, the filesystem with a lock file every process on the
-//! machine takes, memory with a lock (one process).
+//! on its ETags; the filesystem creates with `link(2)` (which fails if the
+//! name exists, atomically for every process on the machine, so creates run
+//! in parallel) and compares-and-swaps under a lock file every process on
+//! the machine takes; memory with a lock (one process).
+//!
+//! Durability on `fs://`: an acknowledged write survives a kill of the
+//! process (the kernel holds what was written) and, except for derived
+//! objects ([`Key::is_derived`]: chunks), a power loss too (the file and its
+//! directory are forced to disk before the write returns). A chunk written
+//! just before a power loss may be missing or empty afterwards; a reader
+//! rejects such an object (its envelope does not decode) and the chunk is
+//! generated again.
 
 use std::fmt;
 use std::path::Path;
@@ -72,6 +82,13 @@ impl Key {
         debug_assert!(prefix.ends_with('/'));
         Key(prefix.to_owned())
     }
+
+    /// Whether the object can be derived again from others (a chunk, from
+    /// its world revision): losing it to a power loss costs a regeneration,
+    /// so the fs backend does not force it to disk before acknowledging it.
+    pub fn is_derived(&self) -> bool {
+        self.0.starts_with("chunks/")
+    }
 }
 
 impl fmt::Display for Key {
@@ -104,6 +121,11 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn delete(&self, key: &Key) -> Result<()>;
     /// Where the data lives, for logs (never contains credentials).
     fn describe(&self) -> String;
+    /// How many writes are worth running at once (the node's write behind
+    /// runs up to this many); 1 where writes serialise anyway.
+    fn write_concurrency(&self) -> usize {
+        1
+    }
 }
 
 /// Typed helpers over any [`ObjectStore`]: values go through the versioned envelope.
@@ -178,7 +200,8 @@ enum Conditional {
     /// One process: a lock around check-then-write (memory).
     InProcess(tokio::sync::Mutex<()>),
     /// Every process on the machine: an `flock` on this file around
-    /// check-then-write, plus the in-process lock (fs).
+    /// check-then-write, plus the in-process lock (fs compare-and-swap, and
+    /// creates on a file system without hard links).
     LockFile(std::path::PathBuf, tokio::sync::Mutex<()>),
 }
 
@@ -220,8 +243,142 @@ pub struct OpendalStore {
     op: Operator,
     describe: String,
     conditional: Conditional,
-    /// fs: this store's own atomic-write directory (removed when dropped).
-    _tmp: Option<TmpDir>,
+    /// fs: the writes this backend makes itself, in its own atomic-write
+    /// directory (removed when dropped).
+    fs: Option<Arc<FsFiles>>,
+}
+
+/// Writes the fs backend runs at once (the node's write behind): creates
+/// take no lock, so they overlap (and so do the `fsync`s of acknowledged
+/// data, which the file system's journal commits together).
+const FS_WRITE_CONCURRENCY: usize = 8;
+
+/// Writes on `fs://` made with plain system calls rather than through
+/// OpenDAL, for create-if-absent without a lock: each object is first
+/// written whole to a new file in this store's own atomic-write directory
+/// (on the same file system), then put in place with `link(2)`, which fails
+/// with `EEXIST` if the name exists - atomically, for every process on the
+/// machine - or `rename(2)` to replace. A reader opens either nothing or a
+/// complete file; a writer killed midway leaves only a temporary file in its
+/// own directory, removed when the next store opens.
+#[derive(Debug)]
+struct FsFiles {
+    root: std::path::PathBuf,
+    tmp: TmpDir,
+    /// Names of temporary files, unique within `tmp` (which only this store writes).
+    seq: std::sync::atomic::AtomicU64,
+    /// Set when the file system turned out to have no hard links (`EPERM`,
+    /// `EXDEV`, `EOPNOTSUPP`): creates then check-then-rename under the lock file.
+    no_links: std::sync::atomic::AtomicBool,
+}
+
+/// How a temporary file is put in place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Only if the name is free (`link`).
+    Create,
+    /// Whatever is there (`rename`).
+    Replace,
+}
+
+/// An error of a `link(2)` that means this file system cannot make hard links.
+fn no_hard_links(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EXDEV | libc::EOPNOTSUPP | libc::ENOSYS))
+}
+
+impl FsFiles {
+    fn target(&self, key: &Key) -> std::path::PathBuf {
+        // Keys are built from validated ids, integers and hex: never `..` or absolute.
+        self.root.join(key.as_str())
+    }
+
+    /// `value` in a new temporary file of this store's own directory; forced
+    /// to disk if `durable`.
+    fn temp_file(&self, value: &[u8], durable: bool) -> std::io::Result<std::path::PathBuf> {
+        use std::io::Write;
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.tmp.dir.join(format!("{n:x}.new"));
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let written = f.write_all(value).and_then(|()| if durable { f.sync_all() } else { Ok(()) });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(path)
+    }
+
+    /// Puts `temp` at `target`, creating missing directories: whether it was
+    /// placed (`false`: `Create` found the name taken), and whether
+    /// directories were created.
+    fn place(&self, temp: &Path, target: &Path, how: Place) -> std::io::Result<(bool, bool)> {
+        let once = || match how {
+            Place::Create => match std::fs::hard_link(temp, target) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            },
+            Place::Replace => std::fs::rename(temp, target).map(|()| true),
+        };
+        match once() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let parent = target.parent().ok_or(e)?;
+                std::fs::create_dir_all(parent)?;
+                Ok((once()?, true))
+            }
+            r => Ok((r?, false)),
+        }
+    }
+
+    /// Forces the new name of `target` to disk: its directory, and if
+    /// directories were created, every one up to the root (each new
+    /// directory's name lives in its parent).
+    fn sync_dirs(&self, target: &Path, created_dirs: bool) -> std::io::Result<()> {
+        let mut dir = target.parent();
+        while let Some(d) = dir {
+            std::fs::File::open(d)?.sync_all()?;
+            if !created_dirs || d == self.root {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
+    /// Writes `value` at `key` whole: `Create` only if absent (`false` if
+    /// the object exists), `Replace` atomically over what is there.
+    fn write(&self, key: &Key, value: &[u8], how: Place) -> std::io::Result<bool> {
+        let durable = !key.is_derived();
+        let target = self.target(key);
+        let temp = self.temp_file(value, durable)?;
+        let placed = self.place(&temp, &target, how);
+        // After a link the temporary name is a second name of the object's
+        // file; after a rename (or a failure) it may be gone already.
+        let _ = std::fs::remove_file(&temp);
+        let (placed, created_dirs) = placed?;
+        if placed && durable {
+            self.sync_dirs(&target, created_dirs)?;
+        }
+        Ok(placed)
+    }
+
+    /// Create-if-absent where there are no hard links: check, then rename,
+    /// under the lock file every process takes.
+    fn create_locked(&self, key: &Key, value: &[u8]) -> std::io::Result<bool> {
+        match std::fs::symlink_metadata(self.target(key)) {
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.write(key, value, Place::Replace),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Runs a storage system call off the async threads.
+async fn blocking<T: Send + 'static>(
+    key: &Key,
+    what: &'static str,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<std::io::Result<T>> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| Error::internal(format!("storage: the task {what} {key} failed")))
 }
 
 /// Files in the atomic-write directory that belong to no live owner and are
@@ -345,7 +502,12 @@ fn open_fs(path: &str) -> Result<OpendalStore> {
         op: Operator::new(builder)?,
         describe: format!("fs://{}", root.display()),
         conditional: Conditional::LockFile(root.join(".lock"), tokio::sync::Mutex::new(())),
-        _tmp: Some(own),
+        fs: Some(Arc::new(FsFiles {
+            root,
+            tmp: own,
+            seq: std::sync::atomic::AtomicU64::new(0),
+            no_links: std::sync::atomic::AtomicBool::new(false),
+        })),
     })
 }
 
@@ -370,7 +532,7 @@ pub fn open(uri: &str, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
             op: Operator::new(opendal::services::Memory::default())?,
             describe: "memory://".into(),
             conditional: Conditional::InProcess(tokio::sync::Mutex::new(())),
-            _tmp: None,
+            fs: None,
         },
         "s3" => {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -396,7 +558,7 @@ pub fn open(uri: &str, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
                 op: Operator::new(b)?.layer(retry),
                 describe: format!("s3://{bucket}/{prefix}"),
                 conditional: Conditional::Native,
-                _tmp: None,
+                fs: None,
             }
         }
         other => return Err(bad(&format!("unknown scheme {other:?}"))),
@@ -415,6 +577,13 @@ impl ObjectStore for OpendalStore {
     }
 
     async fn put(&self, key: &Key, value: Bytes) -> Result<()> {
+        if let Some(fs) = &self.fs {
+            let (fs, k) = (fs.clone(), key.clone());
+            blocking(key, "writing", move || fs.write(&k, &value, Place::Replace))
+                .await?
+                .map_err(|e| Error::storage_io(&e, format!("writing {key}")))?;
+            return Ok(());
+        }
         self.op.write(key.as_str(), value).await?;
         Ok(())
     }
@@ -448,6 +617,20 @@ impl ObjectStore for OpendalStore {
     }
 
     async fn put_new(&self, key: &Key, value: Bytes) -> Result<bool> {
+        if let Some(fs) = &self.fs {
+            let creating = |e: std::io::Error| Error::storage_io(&e, format!("creating {key}"));
+            if !fs.no_links.load(std::sync::atomic::Ordering::Relaxed) {
+                let (files, k, v) = (fs.clone(), key.clone(), value.clone());
+                match blocking(key, "creating", move || files.write(&k, &v, Place::Create)).await? {
+                    // From now on (and `describe` says so, for the logs).
+                    Err(e) if no_hard_links(&e) => fs.no_links.store(true, std::sync::atomic::Ordering::Relaxed),
+                    r => return r.map_err(creating),
+                }
+            }
+            let _guard = self.conditional.lock().await?;
+            let (files, k) = (fs.clone(), key.clone());
+            return blocking(key, "creating", move || files.create_locked(&k, &value)).await?.map_err(creating);
+        }
         let _guard = self.conditional.lock().await?;
         if !matches!(self.conditional, Conditional::Native) && self.op.exists(key.as_str()).await? {
             return Ok(false);
@@ -474,7 +657,14 @@ impl ObjectStore for OpendalStore {
         }
         match self.get(key).await? {
             Some(current) if digest_version(&current) == *expected => {
-                self.op.write(key.as_str(), value).await?;
+                if let Some(fs) = &self.fs {
+                    let (fs, k) = (fs.clone(), key.clone());
+                    blocking(key, "writing", move || fs.write(&k, &value, Place::Replace))
+                        .await?
+                        .map_err(|e| Error::storage_io(&e, format!("writing {key}")))?;
+                } else {
+                    self.op.write(key.as_str(), value).await?;
+                }
                 Ok(true)
             }
             _ => Ok(false),
@@ -505,7 +695,21 @@ impl ObjectStore for OpendalStore {
     }
 
     fn describe(&self) -> String {
-        self.describe.clone()
+        match &self.fs {
+            Some(fs) if fs.no_links.load(std::sync::atomic::Ordering::Relaxed) => {
+                format!("{} (no hard links: creates take a lock, one at a time)", self.describe)
+            }
+            _ => self.describe.clone(),
+        }
+    }
+
+    fn write_concurrency(&self) -> usize {
+        match (&self.conditional, &self.fs) {
+            (_, Some(fs)) if !fs.no_links.load(std::sync::atomic::Ordering::Relaxed) => FS_WRITE_CONCURRENCY,
+            // S3: requests overlap on the connection pool.
+            (Conditional::Native, _) => 16,
+            _ => 1,
+        }
     }
 }
 
@@ -607,6 +811,119 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// The payload writer `w` creates at key number `k`: large enough that a
+    /// torn or interleaved write would show, and different for every writer.
+    fn payload(w: u8, k: usize) -> Bytes {
+        let mut v = vec![w; 96 * 1024];
+        v[..8].copy_from_slice(&(k as u64).to_le_bytes());
+        *v.last_mut().unwrap() = w ^ 0xff;
+        Bytes::from(v)
+    }
+
+    /// Files in atomic-write directories (temporary files), not the owner files.
+    fn temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
+        walk_files(&dir.join(".tmp")).into_iter().filter(|p| p.extension().is_none_or(|e| e != "owner")).collect()
+    }
+
+    /// Races creates from two stores on one directory, as two processes
+    /// would (each store has its own atomic-write directory and shares no
+    /// lock in memory with the other), 3 writers each, every writer over
+    /// every key in its own order, chunks (not forced to disk) and records
+    /// (forced), while a reader reads the same keys: every key has exactly
+    /// one winner and holds that winner's bytes whole; the reader only ever
+    /// sees nothing or one writer's whole bytes; no temporary file is left.
+    async fn race_creates(a: Arc<dyn ObjectStore>, b: Arc<dyn ObjectStore>, dir: &Path) {
+        let world = WorldId::parse("w00112233445566aa").unwrap();
+        let keys: Arc<Vec<Key>> = Arc::new(
+            (0..24)
+                .map(|i| Key::chunk(&world, 0, ChunkCoord::new(i, -i)))
+                .chain((0..8u8).map(|i| Key::opaque("race/", &[i])))
+                .collect(),
+        );
+        let writers: Vec<(u8, Arc<dyn ObjectStore>)> =
+            (1..=6u8).map(|w| (w, if w % 2 == 0 { a.clone() } else { b.clone() })).collect();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (store, keys, done) = (a.clone(), keys.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut seen = 0usize;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    for (k, key) in keys.iter().enumerate() {
+                        if let Some(got) = store.get(key).await.unwrap() {
+                            assert!((1..=6).any(|w| got == payload(w, k)), "{key}: read {} torn bytes", got.len());
+                            seen += 1;
+                        }
+                    }
+                }
+                seen
+            })
+        };
+        let tasks: Vec<_> = writers
+            .into_iter()
+            .map(|(w, store)| {
+                let keys = keys.clone();
+                tokio::spawn(async move {
+                    let n = keys.len();
+                    let mut won = Vec::new();
+                    for j in 0..n {
+                        let k = (j * (2 * w as usize + 1) + w as usize) % n;
+                        if store.put_new(&keys[k], payload(w, k)).await.unwrap() {
+                            won.push(k);
+                        }
+                    }
+                    (w, won)
+                })
+            })
+            .collect();
+        let mut winner = vec![None; keys.len()];
+        for t in tasks {
+            let (w, won) = t.await.unwrap();
+            for k in won {
+                assert!(winner[k].is_none(), "{}: two winners ({:?} and {w})", keys[k], winner[k]);
+                winner[k] = Some(w);
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        reader.await.unwrap();
+        for (k, key) in keys.iter().enumerate() {
+            let w = winner[k].unwrap_or_else(|| panic!("{key}: no writer won"));
+            for store in [&a, &b] {
+                assert_eq!(store.get(key).await.unwrap(), Some(payload(w, k)), "{key}: the winner's bytes, whole");
+            }
+        }
+        assert_eq!(temp_files(dir), Vec::<std::path::PathBuf>::new(), "temporary files left behind");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_racing_creates_on_one_directory_have_one_whole_winner_per_key() {
+        let dir = std::env::temp_dir().join(format!("wl-store-race2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let uri = format!("fs://{}", dir.display());
+        let (a, b) = (open(&uri, &S3Settings::default()).unwrap(), open(&uri, &S3Settings::default()).unwrap());
+        assert!(a.write_concurrency() > 1, "creates on fs take no lock, so they may overlap");
+        race_creates(a, b, &dir).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Where the file system makes no hard links, creates check and rename
+    /// under the lock file instead: the same contract, one at a time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_hard_links_creates_fall_back_to_the_lock_file_and_keep_the_contract() {
+        let dir = std::env::temp_dir().join(format!("wl-store-nolinks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let stores: Vec<OpendalStore> = (0..2).map(|_| open_fs(dir.to_str().unwrap()).unwrap()).collect();
+        for s in &stores {
+            s.fs.as_ref().unwrap().no_links.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(s.write_concurrency(), 1);
+            assert!(s.describe().contains("no hard links"), "{}", s.describe());
+        }
+        let mut stores = stores.into_iter().map(|s| Arc::new(s) as Arc<dyn ObjectStore>);
+        let (a, b) = (stores.next().unwrap(), stores.next().unwrap());
+        exercise(a.clone()).await;
+        race_creates(a, b, &dir).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// The atomic-write directories below `<dir>/.tmp`.
     fn tmp_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
         let mut dirs: Vec<_> = std::fs::read_dir(dir.join(".tmp"))
@@ -696,6 +1013,13 @@ mod tests {
         let e = store.put(&Key("worlds/w1".into()), Bytes::from_static(b"x")).await.unwrap_err();
         assert_eq!((e.kind, e.code()), (ErrorKind::Internal, "storage_misconfigured"), "{e}");
         assert!(e.message.contains("directory") && e.message.contains("does not clear by retrying"), "{e}");
+        let e = store.put_new(&Key("worlds/w1".into()), Bytes::from_static(b"x")).await.unwrap_err();
+        assert_eq!((e.kind, e.code()), (ErrorKind::Internal, "storage_misconfigured"), "{e}");
+        assert!(e.message.contains("worlds/w1"), "names the object: {e}");
+        // A create below a prefix never written makes its directories.
+        let deep = Key::chunk(&WorldId::parse("w00112233445566aa").unwrap(), 3, ChunkCoord::new(-4, 9));
+        assert!(store.put_new(&deep, Bytes::from_static(b"deep")).await.unwrap());
+        assert_eq!(store.get(&deep).await.unwrap().unwrap(), &b"deep"[..]);
         let e = store.get(&Key("worlds/w1".into())).await.unwrap_err();
         assert_eq!(e.code(), "storage_misconfigured", "{e}");
         let _ = std::fs::remove_dir_all(dir);

@@ -49,6 +49,10 @@ pub struct Node {
     /// One permit per write that may be pending; `None`: write through (the
     /// answer waits for the write).
     write_slots: Option<(Arc<tokio::sync::Semaphore>, u32)>,
+    /// One permit per write running at once behind the answers (the
+    /// storage's [`ObjectStore::write_concurrency`]); the pending writes wait
+    /// for one in the order they were answered.
+    write_lanes: Arc<tokio::sync::Semaphore>,
     /// Where writes behind run: a thread of the node's own, so they outlive
     /// the HTTP server's event loops (whose tasks end with them at a stop).
     writer: Option<Writer>,
@@ -147,6 +151,7 @@ impl Node {
         let slots = u32::try_from(settings.pending_writes)
             .unwrap_or(u32::MAX >> 3)
             .min(tokio::sync::Semaphore::MAX_PERMITS as u32);
+        let lanes = store.write_concurrency().clamp(1, 256);
         Arc::new(Node {
             store,
             pool: workers::WorkerPool::start(workers, settings.queue_depth, runtime, metrics.clone()),
@@ -156,6 +161,7 @@ impl Node {
             chunks: Mutex::new(cache::ChunkCache::new(budget)),
             writing: Mutex::new(HashMap::new()),
             write_slots: (slots > 0).then(|| (Arc::new(tokio::sync::Semaphore::new(slots as usize)), slots)),
+            write_lanes: Arc::new(tokio::sync::Semaphore::new(lanes)),
             writer: (slots > 0).then(Writer::start),
             metrics,
         })
@@ -259,9 +265,10 @@ impl Node {
     /// answer does not wait for the write: the envelope is kept in memory
     /// (the cache and the pending writes, which every later request of this
     /// node consults first) and written create-if-absent in the background,
-    /// at most `node.pending_writes` at a time (past that the answer waits
-    /// for a slot). If another node's copy won the create, the cache takes
-    /// the winner's bytes, so every later answer everywhere is the winner's.
+    /// at most `node.pending_writes` pending (past that the answer waits for
+    /// a slot), of which up to the storage's `write_concurrency` run at
+    /// once. If another node's copy won the create, the cache takes the
+    /// winner's bytes, so every later answer everywhere is the winner's.
     /// Answers given before that carried this node's bytes: the same bytes,
     /// since only deterministic chunks are stored and generation is a pure
     /// function of the spec and coordinate (a transient chunk, the only kind
@@ -292,7 +299,11 @@ impl Node {
         self.chunks.lock().expect("cache lock").put(key.clone(), bytes.clone());
         let (node, key, envelope) = (self.clone(), key.clone(), bytes.clone());
         let writer = self.writer.as_ref().expect("a writer when writing behind").handle.clone();
+        let lanes = self.write_lanes.clone();
         writer.spawn(async move {
+            // At most the storage's worth of writes at once, in answer order
+            // (the semaphore is fair); the rest stay pending, served from memory.
+            let _lane = lanes.acquire_owned().await;
             let _ = node.persist(&key, bytes, &spec, coord).await;
             node.writing.lock().expect("writing lock").remove(&key);
             drop(permit);
@@ -310,7 +321,16 @@ impl Node {
             // when generation is deterministic, and the same everywhere either way).
             Ok(false) => match self.stored(key, spec, coord).await? {
                 Some(winner) => (winner, true),
-                None => return Ok((bytes, false)),
+                // What is there does not decode as this chunk (empty or cut
+                // short by a power loss: chunks are not forced to disk):
+                // replaced by this copy, the chunk's truth.
+                None => match self.store.put(key, bytes.clone()).await {
+                    Ok(()) => (bytes, true),
+                    Err(e) => {
+                        tracing::warn!(%key, error = %e, "could not replace an unreadable stored chunk");
+                        return Ok((bytes, false));
+                    }
+                },
             },
             Err(e) => {
                 // Generation is deterministic: serve it now, generate it again next time.
@@ -425,18 +445,37 @@ mod tests {
 
     /// Real storage that counts reads and create-if-absent writes; with a
     /// `rival`, another node always stores the chunk first: just before this
-    /// node's create-if-absent write, `rival` is written.
+    /// node's create-if-absent write, `rival` is written. With a `gate`, it
+    /// claims `lanes` concurrent writes and every create-if-absent waits for
+    /// a permit of the gate before writing (the test opens it), counting the
+    /// creates running at once.
     #[derive(Debug)]
     struct Spy {
         inner: Arc<dyn ObjectStore>,
         rival: Option<Bytes>,
         gets: AtomicUsize,
         creates: AtomicUsize,
+        gate: Option<(usize, Arc<tokio::sync::Semaphore>)>,
+        active: AtomicUsize,
+        max_active: AtomicUsize,
     }
 
     impl Spy {
         fn new(inner: Arc<dyn ObjectStore>, rival: Option<Bytes>) -> Self {
-            Spy { inner, rival, gets: AtomicUsize::new(0), creates: AtomicUsize::new(0) }
+            Spy {
+                inner,
+                rival,
+                gets: AtomicUsize::new(0),
+                creates: AtomicUsize::new(0),
+                gate: None,
+                active: AtomicUsize::new(0),
+                max_active: AtomicUsize::new(0),
+            }
+        }
+
+        fn gated(inner: Arc<dyn ObjectStore>, lanes: usize) -> (Self, Arc<tokio::sync::Semaphore>) {
+            let gate = Arc::new(tokio::sync::Semaphore::new(0));
+            (Spy { gate: Some((lanes, gate.clone())), ..Spy::new(inner, None) }, gate)
         }
     }
 
@@ -457,7 +496,13 @@ mod tests {
             if let Some(rival) = &self.rival {
                 assert!(self.inner.put_new(key, rival.clone()).await?, "the rival's write wins");
             }
-            self.inner.put_new(key, value).await
+            let Some((_, gate)) = &self.gate else { return self.inner.put_new(key, value).await };
+            let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_active.fetch_max(now, Ordering::SeqCst);
+            gate.acquire().await.expect("the gate stays open").forget();
+            let created = self.inner.put_new(key, value).await;
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            created
         }
         async fn put_if(&self, key: &Key, value: Bytes, expected: &Version) -> Result<bool> {
             self.inner.put_if(key, value, expected).await
@@ -470,6 +515,9 @@ mod tests {
         }
         fn describe(&self) -> String {
             self.inner.describe()
+        }
+        fn write_concurrency(&self) -> usize {
+            self.gate.as_ref().map_or_else(|| self.inner.write_concurrency(), |(lanes, _)| *lanes)
         }
     }
 
@@ -605,6 +653,70 @@ mod tests {
         );
         assert_eq!(node.metrics().chunks_generated.get(), 202);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Writing behind runs as many writes at once as the storage allows, and
+    /// no more: with 10 answers pending behind a storage of 3 lanes whose
+    /// writes are held, exactly 3 writes are under way (the answers were all
+    /// given, the rest wait, served from memory); once released, every
+    /// chunk is stored with the bytes answered, and `flush` waits for all.
+    #[tokio::test]
+    async fn writing_behind_overlaps_up_to_the_storages_concurrency_and_no_more() {
+        let (spy, gate) = Spy::gated(storage::open("memory://", &Default::default()).unwrap(), 3);
+        let store = Arc::new(spy);
+        let node = node_with(store.clone(), 64, 1 << 20);
+        let spec = spec();
+        let mut answers = Vec::new();
+        for i in 0..10 {
+            let c = ChunkCoord::new(i, 7);
+            let got = node.chunk(spec.clone(), c).await.unwrap();
+            assert!(got.generated && got.stored);
+            answers.push((c, got.envelope));
+        }
+        let waited = std::time::Instant::now();
+        while store.active.load(Ordering::SeqCst) < 3 {
+            assert!(waited.elapsed() < std::time::Duration::from_secs(30), "the writes never started");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        assert_eq!(store.active.load(Ordering::SeqCst), 3, "three lanes, three writes under way");
+        assert_eq!(node.pending_writes(), 10, "every write is still pending");
+        // Pending chunks are answered from memory, not generated again.
+        let again = node.chunk(spec.clone(), answers[9].0).await.unwrap();
+        assert!(!again.generated && again.envelope == answers[9].1);
+        gate.add_permits(10);
+        node.flush().await;
+        assert_eq!(node.pending_writes(), 0);
+        assert_eq!(store.max_active.load(Ordering::SeqCst), 3, "never more than the storage's lanes");
+        assert_eq!(store.creates.load(Ordering::SeqCst), 10);
+        for (c, envelope) in answers {
+            let stored = store.inner.get(&Key::chunk(&spec.world, spec.revision, c)).await.unwrap();
+            assert_eq!(stored.as_ref(), Some(&envelope), "stored as answered");
+        }
+        assert_eq!(node.metrics().chunks_generated.get(), 10);
+    }
+
+    /// A stored chunk that does not decode (what a power loss can leave of a
+    /// chunk, which is not forced to disk: an empty file) is generated
+    /// again and replaced in storage by the good copy, writing through or
+    /// behind; the bad bytes are never served.
+    #[tokio::test]
+    async fn an_unreadable_stored_chunk_is_replaced_by_the_regenerated_copy() {
+        for pending_writes in [0, 8] {
+            let store = storage::open("memory://", &Default::default()).unwrap();
+            let spec = spec();
+            let coord = ChunkCoord::new(5, 5);
+            let key = Key::chunk(&spec.world, spec.revision, coord);
+            for bad in [&b""[..], b"WL\x02"] {
+                store.put(&key, Bytes::from_static(bad)).await.unwrap();
+                let node = node_with(store.clone(), pending_writes, 1 << 20);
+                let got = node.chunk(spec.clone(), coord).await.unwrap();
+                assert!(got.generated && got.stored, "{pending_writes}");
+                let good = Bytes::from(wire::encode(&pipeline::generate(&spec, coord, &mut pipeline::NoPlugins)));
+                assert_eq!(got.envelope, good);
+                node.flush().await;
+                assert_eq!(store.get(&key).await.unwrap(), Some(good), "replaced in storage ({pending_writes})");
+            }
+        }
     }
 
     /// Two nodes over one storage asked for the same chunks at once: each

@@ -16,6 +16,12 @@
 //!  cargo run --release -p worldloom-tests --example fs_stream_bench`
 //! (`BENCH_WORKERS` overrides the worker count, default one per core;
 //! `BENCH_ROUNDS` the rounds, default 5).
+//!
+//! Where the time goes: for the fresh stream and the restart, the CPU the
+//! server process (all its threads) and the client process spent, per
+//! chunk, and how busy the whole machine was meanwhile (`/proc/stat`: every
+//! process, ours and anyone else's), so a stream bounded by the CPUs shows
+//! as a machine near 100% busy.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +31,70 @@ use worldloom_worldgen::{ChunkCoord, Params, generate_chunk};
 
 const RADIUS: u32 = 16;
 const CHUNKS: usize = ((2 * RADIUS + 1) * (2 * RADIUS + 1)) as usize;
+
+/// CPU time so far of every thread of process `pid` (`/proc/PID/task/*/schedstat`), seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        .sum();
+    ns as f64 / 1e9
+}
+
+/// The `worldloom` server this bench started (a child of this process).
+fn server_pid() -> String {
+    let me = std::process::id().to_string();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // pid (comm) state ppid ...
+        let Some((comm, rest)) = stat.split_once(") ") else { continue };
+        if comm.ends_with("(worldloom") && rest.split_whitespace().nth(1) == Some(me.as_str()) {
+            return e.file_name().to_string_lossy().into_owned();
+        }
+    }
+    panic!("the server process is not a child of this bench")
+}
+
+/// Busy and total CPU time of the whole machine so far (`/proc/stat`), in ticks.
+fn machine_ticks() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let v: Vec<f64> = stat.lines().next().unwrap().split_whitespace().skip(1).map(|n| n.parse().unwrap()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is in user already).
+    let total: f64 = v.iter().take(8).sum();
+    (total - v[3] - v[4], total)
+}
+
+/// What a phase cost: the server's and the client's CPU per chunk and the machine's busy share.
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    server_us: f64,
+    client_us: f64,
+    machine_busy: f64,
+}
+
+/// Runs `phase` (which returns the client's rate and CPU seconds) and measures what it cost.
+fn measured(server: &str, phase: impl FnOnce() -> (f64, f64)) -> (f64, Cost) {
+    let (s0, m0) = (cpu_seconds(server), machine_ticks());
+    let (rate, client_cpu) = phase();
+    let (s1, m1) = (cpu_seconds(server), machine_ticks());
+    let per = 1e6 / CHUNKS as f64;
+    let cost = Cost {
+        server_us: (s1 - s0) * per,
+        client_us: client_cpu * per,
+        machine_busy: (m1.0 - m0.0) / (m1.1 - m0.1).max(1.0),
+    };
+    (rate, cost)
+}
+
+fn median_cost(v: &[Cost]) -> Cost {
+    Cost {
+        server_us: median(v.iter().map(|c| c.server_us).collect()),
+        client_us: median(v.iter().map(|c| c.client_us).collect()),
+        machine_busy: median(v.iter().map(|c| c.machine_busy).collect()),
+    }
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -53,21 +123,27 @@ fn core_rate_on(threads: usize, d: Duration) -> f64 {
     })
 }
 
-/// Streams one square as a separate client process; its chunks/s.
-fn client_process(base: &str, world: &str) -> f64 {
+/// Streams one square as a separate client process; its chunks/s and the
+/// CPU seconds it spent streaming.
+fn client_process(base: &str, world: &str) -> (f64, f64) {
     let exe = std::env::current_exe().expect("this example");
     let out = std::process::Command::new(exe).args(["--client", base, world]).output().expect("client process");
     assert!(out.status.success(), "client: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a rate")
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut v = text.split_whitespace().map(|n| n.parse::<f64>().expect("a number"));
+    (v.next().expect("a rate"), v.next().expect("CPU seconds"))
 }
 
-/// `--client BASE WORLD`: stream the square, print chunks/s.
+/// `--client BASE WORLD`: stream the square, print chunks/s and the CPU seconds streaming took.
 async fn client_main(base: &str, world: &str) {
     let mut ws = Stream::connect(base, world).await;
+    let me = std::process::id().to_string();
+    let cpu = cpu_seconds(&me);
     let t = Instant::now();
     ws.subscribe(0, 0, RADIUS).await;
     assert_eq!(ws.count_until_done().await, CHUNKS);
-    println!("{}", CHUNKS as f64 / t.elapsed().as_secs_f64());
+    let rate = CHUNKS as f64 / t.elapsed().as_secs_f64();
+    println!("{rate} {}", cpu_seconds(&me) - cpu);
 }
 
 /// A fresh directory on the disk `target/` is on.
@@ -95,14 +171,16 @@ async fn main() {
     let (mut cores, mut fresh, mut cached, mut cold, mut worlds) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut writes = Vec::new();
+    let (mut fresh_cost, mut cold_cost) = (Vec::new(), Vec::new());
+    let pid = server_pid();
     for round in 0..=rounds {
         let base = server.as_ref().unwrap().base.clone();
         let core = core_rate_on(workers, Duration::from_millis(400));
         let world = create_world(&base, &token, json!({"name": "fsbench", "seed": 500 + round})).await;
         let id = world["id"].as_str().unwrap().to_owned();
         let t = Instant::now();
-        let f = client_process(&base, &id);
-        let c = client_process(&base, &id);
+        let (f, f_cost) = measured(&pid, || client_process(&base, &id));
+        let (c, _) = client_process(&base, &id);
         // Write behind: wait until every chunk of the square is in storage,
         // so each round starts with no writes pending.
         let stored = dir.0.join(format!("chunks/{id}/r0"));
@@ -116,20 +194,34 @@ async fn main() {
             cached.push(c);
             writes.push(written);
             worlds.push(id);
+            fresh_cost.push(f_cost);
         }
         eprintln!(
-            "  round {round}: core {core:.0}/s on {workers} threads, fresh {f:.0}/s, again {c:.0}/s, all stored at {written:.0}/s"
+            "  round {round}: core {core:.0}/s on {workers} threads, fresh {f:.0}/s (server {:.0} us, client {:.0} us of CPU per chunk, machine {:.0}% busy), again {c:.0}/s, all stored at {written:.0}/s",
+            f_cost.server_us,
+            f_cost.client_us,
+            100.0 * f_cost.machine_busy
         );
     }
     // A restart: nothing in memory, every chunk read from storage.
     drop(server.take());
     let p = spawn_with_env(&dir.uri(), &["--workers", &w], &[]);
+    let pid = server_pid();
     for id in &worlds {
-        cold.push(client_process(&p.base, id));
+        let (rate, cost) = measured(&pid, || client_process(&p.base, id));
+        eprintln!(
+            "  after a restart: {rate:.0}/s (server {:.0} us, client {:.0} us of CPU per chunk, machine {:.0}% busy)",
+            cost.server_us,
+            cost.client_us,
+            100.0 * cost.machine_busy
+        );
+        cold.push(rate);
+        cold_cost.push(cost);
     }
     drop(p);
     let (core, fresh, cached, cold, writes) =
         (median(cores), median(fresh), median(cached), median(cold), median(writes));
+    let (fresh_cost, cold_cost) = (median_cost(&fresh_cost), median_cost(&cold_cost));
     println!(
         "fs storage on disk ({}), worldloom serve --workers {workers}, client in its own process, radius {RADIUS} ({CHUNKS} chunks), median of {rounds} rounds:",
         dir.0.display()
@@ -142,7 +234,19 @@ async fn main() {
         "fresh stream (every chunk generated): {fresh:.0} chunks/s = {:.0}% of the core on {workers} threads",
         100.0 * fresh / core
     );
+    println!(
+        "  CPU per fresh chunk: server {:.0} us (generation included), client {:.0} us; the machine {:.0}% busy meanwhile",
+        fresh_cost.server_us,
+        fresh_cost.client_us,
+        100.0 * fresh_cost.machine_busy
+    );
     println!("the same square again, new socket: {cached:.0} chunks/s ({:.0} us per chunk)", 1e6 / cached);
     println!("the square fully in storage (from the first request to the last file): {writes:.0} chunks/s");
     println!("after a restart (from storage, nothing cached): {cold:.0} chunks/s ({:.0} us per chunk)", 1e6 / cold);
+    println!(
+        "  CPU per chunk after a restart: server {:.0} us, client {:.0} us; the machine {:.0}% busy meanwhile",
+        cold_cost.server_us,
+        cold_cost.client_us,
+        100.0 * cold_cost.machine_busy
+    );
 }

@@ -2,15 +2,21 @@
 //! happens here, never on the HTTP or actor event loops.
 //!
 //! Each worker owns its plugin state (warm sandboxes), created on its own
-//! thread by the [`PluginRuntime`]; jobs come from one shared queue.
+//! thread by the [`PluginRuntime`]. Jobs wait in one queue per world
+//! ([`FairQueue`]): a free worker takes the next job of the world that has
+//! the fewest jobs running, then of the one served longest ago, so a world
+//! whose plugin burns its whole budget on every call takes its share of the
+//! workers, not all of them, and another world's job is never queued behind
+//! a thousand of its jobs. All the queues together hold at most
+//! `queue_depth` waiting jobs; past that a job is refused as `busy`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use worldloom_cluster::ids::WorldId;
 use worldloom_cluster::metrics::{FailureLabels, HookLabels, NodeMetrics};
 use worldloom_cluster::model::{AttachedPlugin, ChunkRecord, GenSpec};
 use worldloom_cluster::protocol::PluginCheck;
@@ -84,9 +90,130 @@ enum Job {
     },
 }
 
-/// A fixed set of worker threads fed by a bounded queue.
+/// Which queue a job waits in: its world's, or (plugin checks, overviews,
+/// which name no world) the queue of jobs without one.
+type QueueKey = Option<WorldId>;
+
+impl Job {
+    fn key(&self) -> QueueKey {
+        match self {
+            Job::Generate { spec, .. } => Some(spec.world.clone()),
+            Job::Check { .. } | Job::Overview { .. } => None,
+        }
+    }
+}
+
+/// One queue per key, served fairly: [`FairQueue::pop`] takes the next job
+/// of the key with the fewest jobs running, ties going to the key served
+/// longest ago (a key that just became active counts as never served). At
+/// most `depth` jobs wait in all the queues together. A key is forgotten
+/// when it has nothing waiting or running, so the bookkeeping is bounded by
+/// the waiting and running jobs.
+pub(crate) struct FairQueue<K, J> {
+    queues: HashMap<K, KeyQueue<J>>,
+    waiting: usize,
+    depth: usize,
+    /// Counts pops, to order keys by when they were last served.
+    clock: u64,
+}
+
+struct KeyQueue<J> {
+    jobs: VecDeque<J>,
+    running: usize,
+    last_served: u64,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, J> FairQueue<K, J> {
+    pub(crate) fn new(depth: usize) -> Self {
+        Self { queues: HashMap::new(), waiting: 0, depth: depth.max(1), clock: 0 }
+    }
+
+    /// Queues `job` under `key`; gives it back if `depth` jobs are already waiting.
+    pub(crate) fn push(&mut self, key: K, job: J) -> std::result::Result<(), J> {
+        if self.waiting >= self.depth {
+            return Err(job);
+        }
+        self.queues
+            .entry(key)
+            .or_insert_with(|| KeyQueue { jobs: VecDeque::new(), running: 0, last_served: 0 })
+            .jobs
+            .push_back(job);
+        self.waiting += 1;
+        Ok(())
+    }
+
+    /// The next job to run, fairly across keys; it counts as running under
+    /// its key until [`FairQueue::finished`].
+    pub(crate) fn pop(&mut self) -> Option<(K, J)> {
+        let key = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.jobs.is_empty())
+            .min_by_key(|(_, q)| (q.running, q.last_served))
+            .map(|(k, _)| k.clone())?;
+        self.clock += 1;
+        let q = self.queues.get_mut(&key).expect("chosen above");
+        let job = q.jobs.pop_front().expect("not empty");
+        q.running += 1;
+        q.last_served = self.clock;
+        self.waiting -= 1;
+        Some((key, job))
+    }
+
+    /// A job of `key` that [`FairQueue::pop`] gave out has finished.
+    pub(crate) fn finished(&mut self, key: &K) {
+        if let Some(q) = self.queues.get_mut(key) {
+            q.running = q.running.saturating_sub(1);
+            if q.running == 0 && q.jobs.is_empty() {
+                self.queues.remove(key);
+            }
+        }
+    }
+
+    /// Jobs waiting in all the queues.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting
+    }
+}
+
+/// The queues and their workers' state, shared by the pool and its threads.
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+struct Queue {
+    jobs: FairQueue<QueueKey, Job>,
+    /// The pool was dropped: workers finish what waits, then stop.
+    closed: bool,
+}
+
+impl Shared {
+    /// The next job for a worker; `None` once the pool is gone and nothing waits.
+    fn next(&self) -> Option<(QueueKey, Job)> {
+        let mut q = self.queue.lock().ok()?;
+        loop {
+            if let Some(job) = q.jobs.pop() {
+                return Some(job);
+            }
+            if q.closed {
+                return None;
+            }
+            q = self.ready.wait(q).ok()?;
+        }
+    }
+
+    fn finished(&self, key: &QueueKey) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.jobs.finished(key);
+        }
+    }
+}
+
+/// A fixed set of worker threads fed by bounded per-world queues.
 pub struct WorkerPool {
-    queue: SyncSender<Job>,
+    shared: Arc<Shared>,
     threads: usize,
     metrics: Arc<NodeMetrics>,
 }
@@ -96,7 +223,7 @@ pub struct WorkerPool {
 pub const QUEUE_DEPTH: usize = 4096;
 
 impl WorkerPool {
-    /// `threads` generation threads fed by a queue of at most `queue_depth` waiting jobs.
+    /// `threads` generation threads fed by queues of at most `queue_depth` waiting jobs in all.
     pub fn start(
         threads: usize,
         queue_depth: usize,
@@ -104,18 +231,20 @@ impl WorkerPool {
         metrics: Arc<NodeMetrics>,
     ) -> Self {
         let threads = threads.max(1);
-        let (queue, rx) = sync_channel::<Job>(queue_depth.max(1));
-        let rx = Arc::new(Mutex::new(rx));
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue { jobs: FairQueue::new(queue_depth), closed: false }),
+            ready: Condvar::new(),
+        });
         for i in 0..threads {
-            let rx = rx.clone();
+            let shared = shared.clone();
             let runtime = runtime.clone();
             let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("worldloom-gen-{i}"))
-                .spawn(move || work(rx, runtime, &metrics))
+                .spawn(move || work(&shared, runtime, &metrics))
                 .expect("spawning a worker thread");
         }
-        Self { queue, threads, metrics }
+        Self { shared, threads, metrics }
     }
 
     pub fn threads(&self) -> usize {
@@ -123,14 +252,15 @@ impl WorkerPool {
     }
 
     fn submit(&self, job: Job) -> Result<()> {
+        let mut q = self.shared.queue.lock().map_err(|_| Error::internal("the node's workers have stopped"))?;
+        if q.closed {
+            return Err(Error::internal("the node's workers have stopped"));
+        }
+        q.jobs.push(job.key(), job).map_err(|_| Error::busy())?;
         self.metrics.queue_depth.inc();
-        self.queue.try_send(job).map_err(|e| {
-            self.metrics.queue_depth.dec();
-            match e {
-                TrySendError::Full(_) => Error::busy(),
-                TrySendError::Disconnected(_) => Error::internal("the node's workers have stopped"),
-            }
-        })
+        drop(q);
+        self.shared.ready.notify_one();
+        Ok(())
     }
 
     /// Generates one chunk on a worker and encodes it there (the event loops
@@ -182,49 +312,225 @@ impl HookRunner for Counted<'_> {
     }
 }
 
-fn work(rx: Arc<Mutex<Receiver<Job>>>, runtime: Arc<dyn PluginRuntime>, metrics: &NodeMetrics) {
-    let mut plugins = runtime.worker();
-    loop {
-        let job = match rx.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else { return };
-        metrics.queue_depth.dec();
-        match job {
-            Job::Generate { spec, coord, sources, reply } => {
-                let started = std::time::Instant::now();
-                let out = catch_unwind(AssertUnwindSafe(|| {
-                    let mut runner = Counted { inner: plugins.runner(&sources, &spec.limits), metrics };
-                    pipeline::generate(&spec, coord, &mut runner)
-                }));
-                metrics.generation_seconds.observe(started.elapsed().as_secs_f64());
-                if let Ok(record) = &out {
-                    for f in &record.plugin_failures {
-                        let labels = FailureLabels { hook: f.hook.as_str().into(), kind: f.kind.as_str().into() };
-                        metrics.plugin_failures.get_or_create(&labels).inc();
-                    }
-                }
-                let out = out.map(|record: ChunkRecord| {
-                    (record.is_deterministic(), Bytes::from(worldloom_cluster::wire::encode(&record)))
-                });
-                if out.is_err() {
-                    // The worker's plugin state may be inconsistent after a panic: start afresh.
-                    plugins = runtime.worker();
-                }
-                let _ = reply.send(out.map_err(|_| panicked("chunk generation")));
-            }
-            Job::Check { name, source, limits, reply } => {
-                let out = catch_unwind(AssertUnwindSafe(|| plugins.check(&name, &source, &limits)));
-                if out.is_err() {
-                    plugins = runtime.worker();
-                }
-                let _ = reply.send(out.map_err(|_| panicked("plugin check")));
-            }
-            Job::Overview { seed, params, area, reply } => {
-                let out = catch_unwind(|| worldloom_worldgen::overview::overview(seed, &params, area));
-                let _ = reply.send(out.map_err(|_| panicked("overview sampling")));
-            }
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.shared.queue.lock() {
+            q.closed = true;
         }
+        self.shared.ready.notify_all();
+    }
+}
+
+fn work(shared: &Shared, runtime: Arc<dyn PluginRuntime>, metrics: &NodeMetrics) {
+    let mut plugins = runtime.worker();
+    while let Some((key, job)) = shared.next() {
+        metrics.queue_depth.dec();
+        run(job, &mut plugins, &*runtime, metrics);
+        shared.finished(&key);
+    }
+}
+
+fn run(job: Job, plugins: &mut Box<dyn WorkerPlugins>, runtime: &dyn PluginRuntime, metrics: &NodeMetrics) {
+    match job {
+        Job::Generate { spec, coord, sources, reply } => {
+            let started = std::time::Instant::now();
+            let out = catch_unwind(AssertUnwindSafe(|| {
+                let mut runner = Counted { inner: plugins.runner(&sources, &spec.limits), metrics };
+                pipeline::generate(&spec, coord, &mut runner)
+            }));
+            metrics.generation_seconds.observe(started.elapsed().as_secs_f64());
+            if let Ok(record) = &out {
+                for f in &record.plugin_failures {
+                    let labels = FailureLabels { hook: f.hook.as_str().into(), kind: f.kind.as_str().into() };
+                    metrics.plugin_failures.get_or_create(&labels).inc();
+                }
+            }
+            let out = out.map(|record: ChunkRecord| {
+                (record.is_deterministic(), Bytes::from(worldloom_cluster::wire::encode(&record)))
+            });
+            if out.is_err() {
+                // The worker's plugin state may be inconsistent after a panic: start afresh.
+                *plugins = runtime.worker();
+            }
+            let _ = reply.send(out.map_err(|_| panicked("chunk generation")));
+        }
+        Job::Check { name, source, limits, reply } => {
+            let out = catch_unwind(AssertUnwindSafe(|| plugins.check(&name, &source, &limits)));
+            if out.is_err() {
+                *plugins = runtime.worker();
+            }
+            let _ = reply.send(out.map_err(|_| panicked("plugin check")));
+        }
+        Job::Overview { seed, params, area, reply } => {
+            let out = catch_unwind(|| worldloom_worldgen::overview::overview(seed, &params, area));
+            let _ = reply.send(out.map_err(|_| panicked("overview sampling")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use worldloom_plugin_abi::RuntimeKind;
+    use worldloom_worldgen::Params;
+
+    use super::*;
+
+    #[test]
+    fn a_world_with_a_thousand_waiting_jobs_does_not_delay_another_worlds_one() {
+        let mut q = FairQueue::new(4096);
+        for i in 0..1000 {
+            q.push("a", i).unwrap();
+        }
+        // A worker takes one of a's jobs; then b's single job arrives.
+        assert_eq!(q.pop(), Some(("a", 0)));
+        q.push("b", 0).unwrap();
+        // The next free worker takes b's job (a has one running, b none)...
+        assert_eq!(q.pop(), Some(("b", 0)));
+        // ...and with both running one, the worlds alternate as workers free up.
+        q.push("b", 1).unwrap();
+        q.finished(&"a");
+        assert_eq!(q.pop(), Some(("a", 1)));
+        q.finished(&"b");
+        assert_eq!(q.pop(), Some(("b", 1)));
+        // Nothing else of b waits: a gets every free worker.
+        q.finished(&"b");
+        assert_eq!(q.pop(), Some(("a", 2)));
+        assert_eq!(q.pop(), Some(("a", 3)));
+        assert_eq!(q.waiting(), 996);
+    }
+
+    #[test]
+    fn between_idle_worlds_the_one_served_longest_ago_goes_first() {
+        let mut q = FairQueue::new(16);
+        for k in ["a", "b", "c"] {
+            q.push(k, 0).unwrap();
+            q.push(k, 1).unwrap();
+        }
+        let mut order = Vec::new();
+        while let Some((k, _)) = q.pop() {
+            q.finished(&k);
+            order.push(k);
+        }
+        // Each pop serves the world that waited longest since its last turn.
+        assert_eq!(order[3..], order[..3], "round robin: {order:?}");
+        let mut first = order[..3].to_vec();
+        first.sort_unstable();
+        assert_eq!(first, ["a", "b", "c"]);
+        assert!(q.queues.is_empty(), "idle worlds are forgotten");
+    }
+
+    #[test]
+    fn the_queues_together_hold_at_most_depth_jobs() {
+        let mut q = FairQueue::new(3);
+        q.push("a", 0).unwrap();
+        q.push("b", 0).unwrap();
+        q.push("c", 0).unwrap();
+        assert_eq!(q.push("d", 0), Err(0), "a fourth waiting job of any world is refused");
+        assert_eq!(q.push("a", 1), Err(1));
+        // A running job does not count as waiting.
+        let (k, _) = q.pop().unwrap();
+        q.push("d", 0).unwrap();
+        q.finished(&k);
+        assert_eq!(q.waiting(), 3);
+    }
+
+    /// Plugins that wait at a gate, then record which plugin ran and fail
+    /// (as a plugin out of fuel would).
+    struct Gated {
+        open: Arc<(Mutex<bool>, Condvar)>,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct GatedWorker(Arc<(Mutex<bool>, Condvar)>, Arc<Mutex<Vec<String>>>);
+
+    impl PluginRuntime for Gated {
+        fn worker(&self) -> Box<dyn WorkerPlugins> {
+            Box::new(GatedWorker(self.open.clone(), self.log.clone()))
+        }
+    }
+
+    impl WorkerPlugins for GatedWorker {
+        fn runner<'a>(&'a mut self, _: &'a Sources, _: &'a Limits) -> Box<dyn HookRunner + 'a> {
+            Box::new(GatedRunner(self))
+        }
+        fn check(&mut self, _: &str, _: &str, _: &Limits) -> PluginCheck {
+            unreachable!("no checks in these tests")
+        }
+    }
+
+    struct GatedRunner<'a>(&'a GatedWorker);
+
+    impl HookRunner for GatedRunner<'_> {
+        fn defines(&mut self, _: &AttachedPlugin, hook: HookName) -> std::result::Result<bool, PluginError> {
+            Ok(hook == HookName::Terrain)
+        }
+        fn run(&mut self, p: &AttachedPlugin, _: &HookInput) -> std::result::Result<HookOutput, PluginError> {
+            let (open, cv) = &*self.0.0;
+            let mut o = open.lock().unwrap();
+            while !*o {
+                o = cv.wait(o).unwrap();
+            }
+            self.0.1.lock().unwrap().push(p.name.clone());
+            Err(PluginError::new(ErrorKind::FuelExhausted, "burnt its budget"))
+        }
+    }
+
+    fn spec(plugin: &str) -> Arc<GenSpec> {
+        Arc::new(GenSpec {
+            world: WorldId::random(),
+            revision: 0,
+            seed: 5,
+            params: Params::default(),
+            plugins: vec![AttachedPlugin {
+                name: plugin.into(),
+                version: "1.0.0".into(),
+                sha256: "0".repeat(64),
+                runtime: RuntimeKind::Python,
+                params: Default::default(),
+            }],
+            limits: Limits::default(),
+        })
+    }
+
+    /// The pool end to end: one generation thread busy with a world that has
+    /// 1,000 more jobs waiting; another world's single job runs next.
+    #[test]
+    fn the_pool_runs_another_worlds_job_before_a_busy_worlds_backlog() {
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let runtime = Arc::new(Gated { open: open.clone(), log: log.clone() });
+        let metrics = worldloom_cluster::metrics::Metrics::new(true, false).node();
+        let pool = WorkerPool::start(1, QUEUE_DEPTH, runtime, metrics.clone());
+        let (noisy, quiet) = (spec("noisy"), spec("quiet"));
+        let mut replies = Vec::new();
+        let mut submit = |spec: &Arc<GenSpec>, cx: i32| {
+            let (reply, rx) = oneshot::channel();
+            let job =
+                Job::Generate { spec: spec.clone(), coord: ChunkCoord::new(cx, 0), sources: Default::default(), reply };
+            pool.submit(job).expect("room in the queue");
+            replies.push(rx);
+        };
+        for cx in 0..1001 {
+            submit(&noisy, cx);
+        }
+        // The only worker has taken one of noisy's jobs (it waits at the gate).
+        while metrics.queue_depth.get() != 1000 {
+            std::thread::yield_now();
+        }
+        submit(&quiet, 0);
+        {
+            let (o, cv) = &*open;
+            *o.lock().unwrap() = true;
+            cv.notify_all();
+        }
+        for rx in replies {
+            let (_, bytes) = rx.blocking_recv().expect("a reply").expect("a chunk");
+            assert!(!bytes.is_empty());
+        }
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 1002);
+        let at = log.iter().position(|p| p == "quiet").unwrap();
+        assert_eq!(at, 1, "the quiet world's job ran after {at} of the noisy world's 1,001");
+        assert_eq!(metrics.queue_depth.get(), 0);
     }
 }

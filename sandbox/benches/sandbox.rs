@@ -127,6 +127,7 @@ fn process_boundary(root: &std::path::Path, inp: &HookInput, local: &mut Sandbox
         assert!(w.call(p, &limits, inp).result.is_ok());
     }
     let (mut v, mut local_v, mut paired, mut inside) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut host = Vec::new();
     for _ in 0..3000 {
         let t = Instant::now();
         let r = w.call(p, &limits, inp);
@@ -137,6 +138,8 @@ fn process_boundary(root: &std::path::Path, inp: &HookInput, local: &mut Sandbox
         let r = local.call(inp);
         let here = t.elapsed();
         assert!(black_box(r).result.is_ok());
+        let p = local.last_profile();
+        host.push(remote.saturating_sub(p.turn + p.reset));
         v.push(remote);
         local_v.push(here);
         paired.push(remote.as_nanos() as i64 - here.as_nanos() as i64);
@@ -158,6 +161,13 @@ fn process_boundary(root: &std::path::Path, inp: &HookInput, local: &mut Sandbox
         paired[paired.len() / 2] as f64 / 1000.0,
         percentile(&inside, 0.5),
     );
+    host.sort();
+    println!(
+        "host-side overhead through the worker (call through the worker minus the same call's turn and reset \
+         in this process), p50 {:.1?}, p99 {:.1?}",
+        percentile(&host, 0.5),
+        percentile(&host, 0.99)
+    );
     let mut rt = Vec::new();
     for _ in 0..3000 {
         let t = Instant::now();
@@ -177,6 +187,176 @@ fn process_boundary(root: &std::path::Path, inp: &HookInput, local: &mut Sandbox
         wp >> 10,
         wu >> 10
     );
+}
+
+/// Minor page faults this thread has taken.
+fn minflt() -> i64 {
+    // SAFETY: getrusage only writes the struct we pass.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut u);
+        u.ru_minflt
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_nanos() as f64 / 1000.0
+}
+
+fn p50(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    percentile(&v, 0.5)
+}
+
+/// The identity call as it is now against the path before issue 10 (the
+/// eager harness, every page protected again after every call), and each
+/// change alone: interleaved call by call so all see the same machine.
+fn before_after(engine: &Engine, inp: &HookInput) {
+    let configs: [(&str, ResetStrategy, bool); 4] = [
+        ("now (lazy harness, Overlay keeping hot pages writable)", ResetStrategy::Overlay, false),
+        ("before issue 10 (eager harness, OverlayReprotect)", ResetStrategy::OverlayReprotect, true),
+        ("eager harness, Overlay", ResetStrategy::Overlay, true),
+        ("lazy harness, OverlayReprotect", ResetStrategy::OverlayReprotect, false),
+    ];
+    let mut sandboxes: Vec<Sandbox> = configs
+        .iter()
+        .map(|&(_, strategy, eager)| {
+            let mut s = engine.instantiate_with("identity", IDENTITY, strategy).expect("load");
+            s.use_eager_harness(eager);
+            s
+        })
+        .collect();
+    for s in &mut sandboxes {
+        for _ in 0..200 {
+            assert!(s.call(inp).result.is_ok());
+        }
+    }
+    let rounds = 3000;
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); configs.len()];
+    let mut profiles: Vec<Vec<worldloom_sandbox::CallProfile>> = vec![Vec::with_capacity(rounds); configs.len()];
+    let mut faults: Vec<Vec<i64>> = vec![Vec::with_capacity(rounds); configs.len()];
+    for _ in 0..rounds {
+        for (i, s) in sandboxes.iter_mut().enumerate() {
+            let f = minflt();
+            let t = Instant::now();
+            let r = s.call(inp);
+            times[i].push(t.elapsed());
+            faults[i].push(minflt() - f);
+            assert!(black_box(r).result.is_ok());
+            profiles[i].push(s.last_profile());
+        }
+    }
+    println!("\n=== identity call before/after issue 10 ({rounds} calls each, interleaved) ===");
+    println!(
+        "{:<56} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}",
+        "path", "p50", "p99", "turn", "reset", "scan", "copy", "protect", "pages", "faults"
+    );
+    for (i, (name, _, _)) in configs.iter().enumerate() {
+        let mut v = times[i].clone();
+        v.sort();
+        let pr = &profiles[i];
+        let part = |f: &dyn Fn(&worldloom_sandbox::CallProfile) -> Duration| us(p50(pr.iter().map(f).collect()));
+        let mut pages: Vec<usize> = pr.iter().map(|p| p.reset_parts.pages).collect();
+        pages.sort();
+        let mut f = faults[i].clone();
+        f.sort();
+        println!(
+            "{name:<56} {:>6.1}us {:>6.1}us {:>6.1}us {:>6.1}us {:>6.1}us {:>6.1}us {:>6.1}us {:>7} {:>7}",
+            us(percentile(&v, 0.5)),
+            us(percentile(&v, 0.99)),
+            part(&|p| p.turn),
+            part(&|p| p.reset),
+            part(&|p| p.reset_parts.scan),
+            part(&|p| p.reset_parts.copy),
+            part(&|p| p.reset_parts.protect),
+            pages[pages.len() / 2],
+            f[f.len() / 2],
+        );
+    }
+    let pr = &profiles[0];
+    let host: Vec<Duration> = pr.iter().zip(&times[0]).map(|(p, t)| t.saturating_sub(p.turn + p.reset)).collect();
+    println!(
+        "host-side overhead in process (call minus turn and reset: input frame, classification, validation), p50: {:.1} us \
+         (input frame {:.1} us, validation {:.1} us)",
+        us(p50(host)),
+        us(p50(pr.iter().map(|p| p.frame).collect())),
+        us(p50(pr.iter().map(|p| p.validate).collect())),
+    );
+}
+
+/// How the call grows with the layers a hook reads or writes, and with
+/// features (the current path, and the eager one for comparison).
+fn layer_costs(engine: &Engine, inp: &HookInput) {
+    let hooks: [(&str, &str, HookName); 9] = [
+        ("terrain: return chunk (reads no layer)", IDENTITY, HookName::Terrain),
+        ("terrain: reads height", "def terrain(ctx, chunk):\n    chunk.height\n    return chunk\n", HookName::Terrain),
+        (
+            "terrain: reads height, temperature",
+            "def terrain(ctx, chunk):\n    chunk.height, chunk.temperature\n    return chunk\n",
+            HookName::Terrain,
+        ),
+        (
+            "terrain: reads all 4 layers",
+            "def terrain(ctx, chunk):\n    chunk.height, chunk.temperature, chunk.moisture, chunk.biome\n    return chunk\n",
+            HookName::Terrain,
+        ),
+        (
+            "terrain: writes height (+= 1)",
+            "def terrain(ctx, chunk):\n    chunk.height += 1\n    return chunk\n",
+            HookName::Terrain,
+        ),
+        (
+            "terrain: reads 4 layers, writes height",
+            "def terrain(ctx, chunk):\n    chunk.height += chunk.temperature * chunk.moisture + chunk.biome\n    return chunk\n",
+            HookName::Terrain,
+        ),
+        ("biome: return chunk", "def biome(ctx, chunk):\n    return chunk\n", HookName::Biome),
+        (
+            "biome: writes biome from height",
+            "import numpy as np\ndef biome(ctx, chunk):\n    chunk.biome = np.where(chunk.height > 500, 2, 1).astype(np.uint16)\n    return chunk\n",
+            HookName::Biome,
+        ),
+        (
+            "features: 16 trees where height > 0",
+            "def features(ctx, chunk):\n    h = chunk.height\n    return [{'x': x, 'z': z, 'kind': 'tree', 'h': float(h[x][z])} for x in range(0, 32, 8) for z in range(0, 32, 8) if h[x][z] >= 0]\n",
+            HookName::Features,
+        ),
+    ];
+    println!("\n=== cost by layers read / written (Overlay; 1000 calls each, interleaved with the eager path) ===");
+    println!("{:<42} {:>9} {:>9} {:>9} {:>7} {:>12}", "hook", "p50", "p99", "turn", "pages", "eager p50");
+    for (name, src, hook) in hooks {
+        let inp = HookInput { hook, ..inp.clone() };
+        let mut now = engine.instantiate(name, src).expect("load");
+        let mut eager = engine.instantiate(name, src).expect("load");
+        eager.use_eager_harness(true);
+        for _ in 0..100 {
+            assert!(now.call(&inp).result.is_ok(), "{name}");
+            assert!(eager.call(&inp).result.is_ok(), "{name}");
+        }
+        let (mut a, mut b, mut turn, mut pages) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..1000 {
+            let t = Instant::now();
+            let r = now.call(&inp);
+            a.push(t.elapsed());
+            assert!(black_box(r).result.is_ok());
+            turn.push(now.last_profile().turn);
+            pages.push(now.last_profile().reset_parts.pages);
+            let t = Instant::now();
+            let r = eager.call(&inp);
+            b.push(t.elapsed());
+            assert!(black_box(r).result.is_ok());
+        }
+        a.sort();
+        pages.sort();
+        println!(
+            "{name:<42} {:>7.1}us {:>7.1}us {:>7.1}us {:>7} {:>10.1}us",
+            us(percentile(&a, 0.5)),
+            us(percentile(&a, 0.99)),
+            us(p50(turn)),
+            pages[pages.len() / 2],
+            us(p50(b)),
+        );
+    }
 }
 
 fn main() {
@@ -205,10 +385,13 @@ fn main() {
         overlay.memory_bytes() >> 10,
         overlay.snapshot_stored_bytes() >> 10
     );
-    println!("\n{:<15} {:>7} {:>10} {:>10} {:>10} {:>10}", "strategy", "calls", "p50", "p99", "mean", "min");
+    before_after(&engine, &inp);
+    layer_costs(&engine, &inp);
+    println!("\n{:<17} {:>7} {:>10} {:>10} {:>10} {:>10}", "strategy", "calls", "p50", "p99", "mean", "min");
     let mut rows = vec![];
     for (name, strategy, warm, n) in [
         ("Overlay", ResetStrategy::Overlay, 200, 3000),
+        ("OverlayReprotect", ResetStrategy::OverlayReprotect, 200, 3000),
         ("OverlayDiscard", ResetStrategy::OverlayDiscard, 50, 1000),
         ("FullCopy", ResetStrategy::FullCopy, 20, 300),
         ("FreshInstance", ResetStrategy::FreshInstance, 5, 100),
@@ -221,7 +404,7 @@ fn main() {
         let v = latencies(&mut s, &inp, warm, n);
         let mean = v.iter().sum::<Duration>() / v.len() as u32;
         println!(
-            "{name:<15} {n:>7} {:>10.1?} {:>10.1?} {:>10.1?} {:>10.1?}",
+            "{name:<17} {n:>7} {:>10.1?} {:>10.1?} {:>10.1?} {:>10.1?}",
             percentile(&v, 0.5),
             percentile(&v, 0.99),
             mean,

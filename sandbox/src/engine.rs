@@ -313,7 +313,7 @@ fn base_image(core: &Core, wasmer: &wasmer::Engine) -> Result<Arc<Image>, Sandbo
     if !tr.log.is_empty() {
         return Err(fail(format!("the harness printed while starting: {}", tr.log)));
     }
-    let call_src = live.place("_wl_call()")?;
+    let call_src = [live.place("_wl_call()")?, live.place("_wl_call_eager()")?];
     let load_src = live.place("_wl_load()")?;
     if tr.open_files > 0 {
         return Err(SandboxError::internal(format!("{} files are open at the base snapshot", tr.open_files)));

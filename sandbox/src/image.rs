@@ -23,8 +23,9 @@ pub struct Image {
     len: usize,
     /// The store's globals (raw values, in store order).
     pub globals: Vec<u128>,
-    /// Pre-placed turn sources (address, length) inside the image.
-    pub call_src: (i32, i32),
+    /// Pre-placed turn sources (address, length) inside the image: the call
+    /// (`_wl_call()`, and `_wl_call_eager()` for the benchmark) and the load.
+    pub call_src: [(i32, i32); 2],
     pub load_src: (i32, i32),
     /// A read-only view of the image, for the full-copy reset.
     view: OnceLock<Result<Mapping, String>>,
@@ -64,7 +65,7 @@ impl Image {
         base: *const u8,
         len: usize,
         globals: Vec<u128>,
-        call_src: (i32, i32),
+        call_src: [(i32, i32); 2],
         load_src: (i32, i32),
     ) -> Result<Image, SandboxError> {
         if !len.is_multiple_of(PAGE) {
@@ -407,6 +408,20 @@ struct UffdioWriteprotect {
     mode: u64,
 }
 
+/// Where the time of one tracked reset went (for the benchmark's breakdown).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResetProfile {
+    /// `PAGEMAP_SCAN` listing the written pages.
+    pub scan: std::time::Duration,
+    /// Copying those pages back from the image.
+    pub copy: std::time::Duration,
+    /// Write-protecting pages again.
+    pub protect: std::time::Duration,
+    /// Pages copied back, and in how many contiguous runs.
+    pub pages: usize,
+    pub runs: usize,
+}
+
 /// Write tracking for one memory range with userfaultfd's asynchronous
 /// write-protect mode (Linux >= 6.7): the kernel clears a page's
 /// write-protect bit on its first write without waking anyone, and
@@ -418,7 +433,20 @@ pub struct WriteTracker {
     _uffd: OwnedFd,
     start: usize,
     len: usize,
+    /// Keep the pages written by recent calls writable (see [`WriteTracker::restore`]).
+    keep_hot: bool,
+    /// Restores since everything was last write-protected.
+    since_protect: u32,
+    /// [`HOT_MAX_PAGES`] (smaller in tests).
+    hot_max: usize,
 }
+
+/// A tracker keeping recently written pages writable protects everything
+/// again when they pass this many pages (4 MiB)...
+pub const HOT_MAX_PAGES: usize = 1024;
+/// ...and after this many restores, so the writable set follows the pages
+/// the plugin's calls write now, not everything they ever wrote.
+pub const HOT_REPROTECT_EVERY: u32 = 64;
 
 impl std::fmt::Debug for WriteTracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -441,7 +469,7 @@ impl WriteTracker {
     ///
     /// # Safety
     /// The range must be a sandbox memory (overlay) with no guest running.
-    pub unsafe fn new(start: *mut u8, len: usize) -> Result<Self, String> {
+    pub unsafe fn new(start: *mut u8, len: usize, keep_hot: bool) -> Result<Self, String> {
         // User-mode-only needs no privilege; async write-protect never
         // delivers a fault to this descriptor, so nobody needs to read it.
         // SAFETY: plain syscall.
@@ -459,7 +487,14 @@ impl WriteTracker {
         uffd_ioctl(&uffd, UFFDIO_REGISTER, &mut reg, "UFFDIO_REGISTER")?;
         let mut wp = UffdioWriteprotect { range: range(), mode: UFFDIO_WRITEPROTECT_MODE_WP };
         uffd_ioctl(&uffd, UFFDIO_WRITEPROTECT, &mut wp, "UFFDIO_WRITEPROTECT")?;
-        let t = WriteTracker { _uffd: uffd, start: start as usize, len };
+        let t = WriteTracker {
+            _uffd: uffd,
+            start: start as usize,
+            len,
+            keep_hot,
+            since_protect: 0,
+            hot_max: HOT_MAX_PAGES,
+        };
         // Check the scan works here before relying on it.
         t.written()?;
         Ok(t)
@@ -470,17 +505,31 @@ impl WriteTracker {
         scan(self.start, self.len, PM_SCAN_CHECK_WPASYNC, 0, PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN)
     }
 
-    /// Copies the written pages back from `image` and protects them again.
-    /// Returns the number of pages restored.
+    /// Copies every page whose write-protection is off back from `image`,
+    /// and returns how many.
+    ///
+    /// Without `keep_hot` every such page is protected again, so the next
+    /// call takes one (minor) page fault per page it writes. With `keep_hot`
+    /// the pages stay writable: the next call writes them without a fault,
+    /// and the next restore copies them back again whether or not they were
+    /// written (the scan lists every unprotected page, written or merely
+    /// left writable). Either way, a page not listed has had its protection
+    /// on since it was last restored, so it was not written: the kernel
+    /// turns protection off on the first write, whoever writes. Everything
+    /// is protected again past [`HOT_MAX_PAGES`] unprotected pages or every
+    /// [`HOT_REPROTECT_EVERY`] restores, which bounds the extra copying.
     ///
     /// # Safety
     /// The tracked range must be the accessible memory of a sandbox whose
     /// snapshot is `image`, with no guest running.
-    pub unsafe fn restore(&self, image: &Image) -> Result<usize, SandboxError> {
+    pub unsafe fn restore(&mut self, image: &Image, prof: &mut ResetProfile) -> Result<usize, SandboxError> {
         if image.len != self.len {
             return Err(SandboxError::internal("write tracker and image differ in size"));
         }
+        let t0 = std::time::Instant::now();
         let runs = self.written().map_err(|e| SandboxError::io("PAGEMAP_SCAN", e))?;
+        let t1 = std::time::Instant::now();
+        prof.scan = t1 - t0;
         let view = image.view()?;
         let mut pages = 0;
         for &(a, b) in &runs {
@@ -490,9 +539,26 @@ impl WriteTracker {
             unsafe { std::ptr::copy_nonoverlapping((view.ptr + off) as *const u8, a as *mut u8, b - a) };
             pages += (b - a) / PAGE;
         }
-        // Re-protect everything written (the copies above included).
-        scan(self.start, self.len, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, 0, PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN)
+        let t2 = std::time::Instant::now();
+        prof.copy = t2 - t1;
+        self.since_protect += 1;
+        if !self.keep_hot || pages > self.hot_max || self.since_protect >= HOT_REPROTECT_EVERY {
+            // Re-protect everything written (the copies above included).
+            scan(
+                self.start,
+                self.len,
+                PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+                0,
+                PAGE_IS_WRITTEN,
+                0,
+                PAGE_IS_WRITTEN,
+            )
             .map_err(|e| SandboxError::io("PAGEMAP_SCAN write-protect", e))?;
+            self.since_protect = 0;
+        }
+        prof.protect = t2.elapsed();
+        prof.pages = pages;
+        prof.runs = runs.len();
         Ok(pages)
     }
 }
@@ -531,7 +597,7 @@ mod tests {
             }
             *base.add(5 * PAGE) = 0; // a page that is not all zero still
             std::ptr::write_bytes(base.add(7 * PAGE), 0, PAGE); // an all-zero page (hole)
-            let img = Image::capture(base, len, Vec::new(), (0, 0), (0, 0)).unwrap();
+            let img = Image::capture(base, len, Vec::new(), [(0, 0); 2], (0, 0)).unwrap();
             assert_eq!(img.stored_bytes, len - PAGE);
             img.overlay(base).unwrap();
             assert_eq!(*base.add(3 * PAGE), 4);
@@ -549,29 +615,111 @@ mod tests {
             assert_eq!(*base.add(40 * PAGE), 41);
             assert!(scan_anon(base as usize, len).map(|r| r.is_empty()).unwrap_or(true));
             // Write tracking: only written pages are copied back.
-            let tracker = WriteTracker::new(base, len);
+            let tracker = WriteTracker::new(base, len, false);
             if let Err(e) = &tracker {
                 // Only acceptable where the kernel predates PAGEMAP_SCAN / WP_ASYNC.
                 assert!(kernel_older_than(6, 7), "write tracking unavailable: {e}");
             }
-            if let Ok(t) = tracker {
+            if let Ok(mut t) = tracker {
                 assert!(t.written().unwrap().is_empty());
                 *base.add(12 * PAGE + 1) = 77;
                 *base.add(30 * PAGE) = 77;
                 let _ = *base.add(50 * PAGE); // a read is not a write
                 assert_eq!(t.written().unwrap().len(), 2);
-                assert_eq!(t.restore(&img).unwrap(), 2);
+                assert_eq!(t.restore(&img, &mut ResetProfile::default()).unwrap(), 2);
                 assert_eq!(*base.add(12 * PAGE + 1), 13);
                 assert_eq!(*base.add(30 * PAGE), 31);
                 assert!(t.written().unwrap().is_empty());
                 *base.add(30 * PAGE) = 5;
-                assert_eq!(t.restore(&img).unwrap(), 1);
+                assert_eq!(t.restore(&img, &mut ResetProfile::default()).unwrap(), 1);
                 assert_eq!(*base.add(30 * PAGE), 31);
             }
             // Full copy restores too.
             *base.add(20 * PAGE) = 7;
             img.copy_into(base).unwrap();
             assert_eq!(*base.add(20 * PAGE), 21);
+            libc::munmap(base.cast(), len);
+        }
+    }
+
+    /// A tracker that keeps written pages writable still restores every page
+    /// any write reached, whether the write came in the same round as the
+    /// page was first written, a later round (no fault: the page is
+    /// writable), or after everything was protected again.
+    #[test]
+    fn hot_pages_stay_writable_and_are_restored_every_time() {
+        if kernel_older_than(6, 7) {
+            return;
+        }
+        let len = 64 * PAGE;
+        // SAFETY: test-local anonymous mapping.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        } as *mut u8;
+        assert_ne!(base as *mut libc::c_void, libc::MAP_FAILED);
+        // SAFETY: `base..base+len` is our mapping; no other thread uses it.
+        unsafe {
+            for i in 0..len {
+                *base.add(i) = (i / PAGE) as u8 + 1;
+            }
+            let img = Image::capture(base, len, Vec::new(), [(0, 0); 2], (0, 0)).unwrap();
+            img.overlay(base).unwrap();
+            let mut t = WriteTracker::new(base, len, true).unwrap();
+            let mut prof = ResetProfile::default();
+            let intact = |base: *mut u8| (0..len).all(|i| *base.add(i) == (i / PAGE) as u8 + 1);
+            // Round 1: pages 3 and 9 written (protected until now).
+            *base.add(3 * PAGE) = 0;
+            *base.add(9 * PAGE + 100) = 0;
+            assert_eq!(t.restore(&img, &mut prof).unwrap(), 2);
+            assert!(intact(base));
+            // They stay writable and listed: restored again although only
+            // page 9 is written this round, together with a new page 40.
+            assert_eq!(
+                t.written().unwrap(),
+                vec![
+                    (base as usize + 3 * PAGE, base as usize + 4 * PAGE),
+                    (base as usize + 9 * PAGE, base as usize + 10 * PAGE)
+                ]
+            );
+            *base.add(9 * PAGE + 7) = 0;
+            *base.add(40 * PAGE + 4095) = 0;
+            assert_eq!(t.restore(&img, &mut prof).unwrap(), 3);
+            assert!(intact(base));
+            // A write to a hot page after the restore is caught next time.
+            for _ in 0..HOT_REPROTECT_EVERY {
+                *base.add(3 * PAGE + 5) = 0;
+                t.restore(&img, &mut prof).unwrap();
+                assert!(intact(base));
+            }
+            // Everything was protected again at the periodic point: only what
+            // was written since is listed.
+            assert_eq!(t.written().unwrap(), vec![(base as usize + 3 * PAGE, base as usize + 4 * PAGE)]);
+            *base.add(50 * PAGE) = 0;
+            t.restore(&img, &mut prof).unwrap();
+            assert!(intact(base));
+            // Past the cap, everything is protected again at once (a range
+            // has one registration at a time).
+            drop(t);
+            let mut big = WriteTracker::new(base, len, true).unwrap();
+            big.hot_max = 8;
+            big.restore(&img, &mut prof).unwrap();
+            assert!(big.written().unwrap().is_empty());
+            for p in 0..len / PAGE {
+                *base.add(p * PAGE) = 0;
+            }
+            assert_eq!(big.restore(&img, &mut prof).unwrap(), len / PAGE);
+            assert!(intact(base));
+            assert!(big.written().unwrap().is_empty());
+            *base.add(5 * PAGE) = 0;
+            assert_eq!(big.restore(&img, &mut prof).unwrap(), 1);
+            assert!(intact(base));
             libc::munmap(base.cast(), len);
         }
     }

@@ -14,7 +14,7 @@ use wasmer::{
 
 use crate::error::SandboxError;
 use crate::host::{self, HostState, Outcome, Request};
-use crate::image::{self, Image, WriteTracker};
+use crate::image::{self, Image, ResetProfile, WriteTracker};
 use crate::metering;
 use crate::tunables::take_grow_failures;
 use crate::watchdog::FuelCell;
@@ -85,6 +85,8 @@ pub struct Live {
     tracker: Option<WriteTracker>,
     /// Memory pages reset since the last overlay (for stats/bench).
     pub pages_reset: usize,
+    /// Where the last tracked reset spent its time (for the bench).
+    pub last_reset: ResetProfile,
     /// Backtrace frames wasmer has kept for this instance's exceptions
     /// (see [`Live::exception_debt`]).
     throw_frames_kept: u64,
@@ -193,6 +195,7 @@ impl Live {
             image: None,
             tracker: None,
             pages_reset: 0,
+            last_reset: ResetProfile::default(),
             throw_frames_kept: 0,
         })
     }
@@ -352,7 +355,7 @@ impl Live {
 
     /// Snapshots the current state (between turns) into a new image and
     /// switches this instance onto it.
-    pub fn capture(&mut self, call_src: (i32, i32), load_src: (i32, i32)) -> Result<Arc<Image>, SandboxError> {
+    pub fn capture(&mut self, call_src: [(i32, i32); 2], load_src: (i32, i32)) -> Result<Arc<Image>, SandboxError> {
         self.check_base()?;
         let len = self.memory_len();
         let globals = capture_globals(&mut self.store);
@@ -370,12 +373,17 @@ impl Live {
     /// Starts write tracking over the current overlay (Overlay strategy).
     fn track(&mut self, strategy: ResetStrategy) {
         self.tracker = None;
-        if strategy != ResetStrategy::Overlay || TRACKING_UNAVAILABLE.load(Ordering::Relaxed) {
+        let keep_hot = match strategy {
+            ResetStrategy::Overlay => true,
+            ResetStrategy::OverlayReprotect => false,
+            _ => return,
+        };
+        if TRACKING_UNAVAILABLE.load(Ordering::Relaxed) {
             return;
         }
         let len = self.memory_len();
         // SAFETY: the accessible range of our memory, an overlay; no guest runs.
-        match unsafe { WriteTracker::new(self.base as *mut u8, len) } {
+        match unsafe { WriteTracker::new(self.base as *mut u8, len, keep_hot) } {
             Ok(t) => self.tracker = Some(t),
             Err(e) => {
                 TRACKING_UNAVAILABLE.store(true, Ordering::Relaxed);
@@ -409,16 +417,18 @@ impl Live {
         let t_prof = Instant::now(); // for the trace below
         let same_image = self.image.as_ref().is_some_and(|i| Arc::ptr_eq(i, image));
         match strategy {
-            ResetStrategy::Overlay | ResetStrategy::OverlayDiscard if same_image => match &self.tracker {
-                // SAFETY: the tracker covers our memory's accessible range, an
-                // overlay of `image`; no guest runs.
-                Some(t) => self.pages_reset += unsafe { t.restore(image)? },
-                None => {
-                    // SAFETY: our memory's accessible range, currently an overlay of `image`.
-                    self.pages_reset += unsafe { image::discard_written(base, len)? };
-                    self.track(strategy);
+            ResetStrategy::Overlay | ResetStrategy::OverlayReprotect | ResetStrategy::OverlayDiscard if same_image => {
+                match &mut self.tracker {
+                    // SAFETY: the tracker covers our memory's accessible range, an
+                    // overlay of `image`; no guest runs.
+                    Some(t) => self.pages_reset += unsafe { t.restore(image, &mut self.last_reset)? },
+                    None => {
+                        // SAFETY: our memory's accessible range, currently an overlay of `image`.
+                        self.pages_reset += unsafe { image::discard_written(base, len)? };
+                        self.track(strategy);
+                    }
                 }
-            },
+            }
             ResetStrategy::FullCopy if same_image => {
                 // SAFETY: our memory's accessible range, mapped read-write.
                 unsafe { image.copy_into(base)? };

@@ -48,7 +48,8 @@ use std::path::PathBuf;
 pub use artifacts::{STDLIB_FILE, STDLIB_SHA256, WASM_FILE, WASM_SHA256};
 pub use engine::{CheckReport, Engine};
 pub use error::{LoadFailure, SandboxError, SandboxErrorKind};
-pub use sandbox::{CallReport, RawCall, Sandbox};
+pub use image::ResetProfile;
+pub use sandbox::{CallProfile, CallReport, RawCall, Sandbox};
 pub use supervisor::{LoadReport, PluginRef, Supervisor, SupervisorConfig, SupervisorStats, Worker};
 pub use worldloom_plugin_abi::Limits;
 
@@ -81,18 +82,25 @@ impl SandboxConfig {
     }
 }
 
-/// How a sandbox gets back to its snapshot after every call. All three give
+/// How a sandbox gets back to its snapshot after every call. All of them give
 /// identical results; they differ only in cost.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ResetStrategy {
     /// Linear memory is a private copy-on-write mapping of the snapshot
     /// memfd, write-tracked with userfaultfd (async write-protect); after a
-    /// call exactly the pages it wrote (listed by `PAGEMAP_SCAN`) are copied
-    /// back from the snapshot and protected again. Falls back to
+    /// call every page not write-protected (listed by `PAGEMAP_SCAN`: the
+    /// pages this call wrote and those recent calls wrote) is copied back
+    /// from the snapshot. Those pages stay writable, so the next call writes
+    /// them without a page fault; everything is protected again every 64
+    /// resets or past 4 MiB of such pages. Falls back to
     /// [`ResetStrategy::OverlayDiscard`] where the kernel lacks the features
     /// (Linux < 6.7).
     #[default]
     Overlay,
+    /// [`ResetStrategy::Overlay`] protecting every page again after every
+    /// call (one page fault per page a call writes; the default before
+    /// issue 10, kept for the benchmark).
+    OverlayReprotect,
     /// The same copy-on-write overlay, without write tracking: after a call
     /// the private (written) pages, found with `PAGEMAP_SCAN`, are dropped
     /// with `MADV_DONTNEED` so the snapshot shows through again (the next

@@ -2,7 +2,7 @@
 //! with fresh state each time.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use worldloom_plugin_abi::{CallStats, ErrorKind, HookInput, HookName, HookOutput, Limits, PluginError, PluginInfo};
@@ -10,7 +10,7 @@ use worldloom_plugin_abi::{CallStats, ErrorKind, HookInput, HookName, HookOutput
 use crate::engine::Engine;
 use crate::error::SandboxError;
 use crate::host::{Request, rng_for};
-use crate::image::Image;
+use crate::image::{Image, ResetProfile};
 use crate::instance::{Live, TurnLimits, TurnSource};
 use crate::validate::{self, Phase};
 use crate::{Core, ResetStrategy};
@@ -34,6 +34,23 @@ pub struct RawCall {
     pub stats: CallStats,
 }
 
+/// Where the time of the last call went, measured by the sandbox itself
+/// (for the benchmark's breakdown; a few clock reads per call).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallProfile {
+    /// Building and checking the input frame (`try_call_raw` only).
+    pub frame: Duration,
+    /// The guest's turn: harness, hook, result frame (includes the page
+    /// faults of first writes).
+    pub turn: Duration,
+    /// Restoring memory and globals after the call.
+    pub reset: Duration,
+    /// The reset's parts (Overlay with write tracking only).
+    pub reset_parts: ResetProfile,
+    /// Classifying the outcome and validating the result body.
+    pub validate: Duration,
+}
+
 /// One warm interpreter with a plugin loaded. `Send`; used by one thread at
 /// a time. After every call (success or failure) it is restored to the
 /// snapshot taken right after the plugin loaded.
@@ -51,6 +68,8 @@ pub struct Sandbox {
     live: Option<Live>,
     calls: u64,
     rebuilds: u64,
+    profile: CallProfile,
+    eager_harness: bool,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -87,6 +106,8 @@ impl Sandbox {
             live,
             calls: 0,
             rebuilds: 0,
+            profile: CallProfile::default(),
+            eager_harness: false,
         }
     }
 
@@ -145,6 +166,19 @@ impl Sandbox {
         self.live.as_ref().map_or(0, |l| l.pages_reset)
     }
 
+    /// Benchmark only: serve calls with the harness's previous call path
+    /// (`_wl_call_eager`: every layer copied into an array up front, the
+    /// result always converted), to measure it against the current one in
+    /// the same run. Same results; only the cost differs.
+    pub fn use_eager_harness(&mut self, on: bool) {
+        self.eager_harness = on;
+    }
+
+    /// Where the last call's time went.
+    pub fn last_profile(&self) -> CallProfile {
+        self.profile
+    }
+
     /// Another warm sandbox for the same plugin, sharing this one's snapshot
     /// (no re-load; one memfd serves both).
     pub fn fork(&self) -> Result<Sandbox, SandboxError> {
@@ -167,6 +201,8 @@ impl Sandbox {
             live,
             calls: 0,
             rebuilds: 0,
+            profile: CallProfile::default(),
+            eager_harness: false,
         })
     }
 
@@ -190,9 +226,11 @@ impl Sandbox {
     /// reset) from plugin failures.
     pub fn try_call(&mut self, input: &HookInput) -> Result<CallReport, SandboxError> {
         let raw = self.try_call_raw(input)?;
+        let t = Instant::now();
         let result = raw
             .result
             .and_then(|body| validate::hook_output(input.hook, &body, input, self.core.biome_count, &self.limits));
+        self.profile.validate += t.elapsed();
         Ok(CallReport { result, log: raw.log, stats: raw.stats })
     }
 
@@ -200,8 +238,12 @@ impl Sandbox {
     /// worker process hands it to the supervisor, which validates it), or
     /// the plugin failure as classified by the host.
     pub fn try_call_raw(&mut self, input: &HookInput) -> Result<RawCall, SandboxError> {
+        let t = Instant::now();
         let frame = validate::input_frame(input, self.core.biome_count, &self.limits)?;
-        self.call_frame(input.hook, input.random_seed, frame.into())
+        let frame_time = t.elapsed();
+        let r = self.call_frame(input.hook, input.random_seed, frame.into());
+        self.profile.frame = frame_time;
+        r
     }
 
     /// [`Sandbox::try_call_raw`] with the input frame already built and
@@ -231,13 +273,18 @@ impl Sandbox {
             log_bytes: usize::try_from(self.limits.log_bytes).unwrap_or(usize::MAX),
             frame_cap: self.limits.output_bytes.saturating_add(5),
         };
+        self.profile = CallProfile::default();
+        let src = self.image.call_src[usize::from(self.eager_harness)];
+        let t_turn = Instant::now();
         let turn = live.run_turn(
             &self.core,
-            TurnSource::At(self.image.call_src.0, self.image.call_src.1),
+            TurnSource::At(src.0, src.1),
             Request::Call(frame),
             rng_for("call", random_seed),
             limits,
         );
+        let t_reset = Instant::now();
+        self.profile.turn = t_reset - t_turn;
         // Restore before anything else, whatever happened.
         if self.strategy != ResetStrategy::FreshInstance {
             if live.exception_debt() > crate::instance::MAX_EXCEPTION_DEBT {
@@ -246,7 +293,10 @@ impl Sandbox {
                 drop(live);
             } else {
                 match live.reset(&self.image, self.strategy) {
-                    Ok(()) => self.live = Some(live),
+                    Ok(()) => {
+                        self.profile.reset_parts = live.last_reset;
+                        self.live = Some(live);
+                    }
                     Err(e) => {
                         // Never reuse a dirty instance: drop it; the next call
                         // builds a new one from the snapshot.
@@ -257,10 +307,13 @@ impl Sandbox {
                 }
             }
         }
+        let t_classify = Instant::now();
+        self.profile.reset = t_classify - t_reset;
         let tr = turn?;
         let stats =
             CallStats { wall_us: tr.wall.as_micros() as u64, fuel: tr.fuel_used, memory_bytes: tr.memory_bytes };
         let result = validate::classify(&tr, &self.limits, Phase::Call);
+        self.profile.validate = t_classify.elapsed();
         Ok(RawCall { result, log: tr.log, stats })
     }
 }

@@ -36,6 +36,27 @@ fn invalid_input(msg: impl Into<String>) -> SandboxError {
     SandboxError::new(SandboxErrorKind::InvalidInput, msg)
 }
 
+/// The input frame's JSON header.
+#[derive(serde::Serialize)]
+struct Header<'a> {
+    hook: &'a str,
+    seed: u64,
+    cx: i32,
+    cz: i32,
+    size: u32,
+    random_seed: u64,
+    params: &'a BTreeMap<String, Value>,
+    biome_count: u16,
+    limits: HeaderLimits,
+}
+
+#[derive(serde::Serialize)]
+struct HeaderLimits {
+    max_features: u32,
+    max_feature_properties: u32,
+    max_feature_string: u32,
+}
+
 /// Encodes a hook input as an input frame (see `plugin_abi::frame`).
 pub fn input_frame(input: &HookInput, biome_count: u16, limits: &Limits) -> Result<Vec<u8>, SandboxError> {
     let size = input.size;
@@ -61,26 +82,29 @@ pub fn input_frame(input: &HookInput, biome_count: u16, limits: &Limits) -> Resu
             return Err(invalid_input(format!("parameter {k} is not finite")));
         }
     }
-    let header = serde_json::json!({
-        "hook": input.hook.as_str(),
-        "seed": input.seed,
-        "cx": input.cx,
-        "cz": input.cz,
-        "size": size,
-        "random_seed": input.random_seed,
-        "params": input.params,
-        "biome_count": biome_count,
-        "limits": {
-            "max_features": limits.max_features,
-            "max_feature_properties": limits.max_feature_properties,
-            "max_feature_string": limits.max_feature_string,
+    let header = Header {
+        hook: input.hook.as_str(),
+        seed: input.seed,
+        cx: input.cx,
+        cz: input.cz,
+        size,
+        random_seed: input.random_seed,
+        params: &input.params,
+        biome_count,
+        limits: HeaderLimits {
+            max_features: limits.max_features,
+            max_feature_properties: limits.max_feature_properties,
+            max_feature_string: limits.max_feature_string,
         },
-    });
-    let header = serde_json::to_vec(&header).map_err(|e| invalid_input(format!("encoding the input header: {e}")))?;
-    let mut buf = Vec::with_capacity(8 + header.len() + n * 14);
+    };
+    // The header is written in place (its length patched in after), with
+    // the layers appended to the same buffer: one allocation per frame.
+    let mut buf = Vec::with_capacity(8 + 256 + n * 14);
     buf.extend_from_slice(frame::INPUT_MAGIC);
-    buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&header);
+    buf.extend_from_slice(&[0; 4]);
+    serde_json::to_writer(&mut buf, &header).map_err(|e| invalid_input(format!("encoding the input header: {e}")))?;
+    let header_len = (buf.len() - 8) as u32;
+    buf[4..8].copy_from_slice(&header_len.to_le_bytes());
     frame::put_f32s(&mut buf, &l.height);
     frame::put_f32s(&mut buf, &l.temperature);
     frame::put_f32s(&mut buf, &l.moisture);

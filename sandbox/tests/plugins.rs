@@ -24,6 +24,77 @@ fn identity_terrain_returns_the_chunk_unchanged() {
     }
 }
 
+/// Layers are built when a hook first uses them (issue 10): each is still a
+/// fresh, writable copy of the input with its dtype, in every call; a chunk
+/// returned with its height untouched gives the input height; whatever the
+/// plugin does to the harness's chunk, the host validates what comes back.
+#[test]
+fn lazily_built_layers_are_fresh_copies_and_what_comes_back_is_still_validated() {
+    let mut s = load("lazy_layers.py");
+    let base = input(HookName::Terrain);
+    let l = &base.layers;
+    let want: Vec<f32> = (0..l.height.len())
+        .map(|i| l.height[i] + l.temperature[i] * 10.0 + l.moisture[i] * 100.0 + f32::from(l.biome[i]) * 1000.0)
+        .collect();
+    for _ in 0..3 {
+        let r = s.call(&with_mode(base.clone(), "combine"));
+        for (i, (a, b)) in heights(&r).iter().zip(&want).enumerate() {
+            assert!((a - b).abs() <= 1e-2, "height[{i}]: {a} vs {b}");
+        }
+    }
+    let r = s.call(&with_mode(base.clone(), "in_place"));
+    assert_eq!(heights(&r)[0], 12345.0);
+    assert_eq!(&heights(&r)[1..], &l.height[1..]);
+    // Deleting the layer brings back the input; the next call is fresh again.
+    assert_eq!(heights(&s.call(&with_mode(base.clone(), "deleted"))), &l.height[..]);
+    let r = s.call(&with_mode(base.clone(), "replaced"));
+    assert!(heights(&r).iter().all(|&v| v == -2.5));
+    assert_eq!(heights(&s.call(&with_mode(base.clone(), "untouched"))), &l.height[..]);
+    // Forged bytes behind the untouched layer: the host rejects the NaNs.
+    let r = s.call(&with_mode(base.clone(), "forged_input"));
+    let e = expect_kind(&r, ErrorKind::InvalidOutput);
+    assert!(e.message.contains("height[0][0] is NaN"), "{e}");
+    let mut b = with_mode(input(HookName::Biome), "forged_input");
+    b.hook = HookName::Biome;
+    let r = s.call(&b);
+    let e = expect_kind(&r, ErrorKind::InvalidOutput);
+    assert!(e.message.contains("biome[0][0] is 65535"), "{e}");
+    // A plugin replacing the class's layer gets what it asked for.
+    assert!(heights(&s.call(&with_mode(base.clone(), "forged_class"))).iter().all(|&v| v == 7.0));
+    // And none of it stays: the chunk class and its input are fresh.
+    assert_eq!(heights(&s.call(&with_mode(base.clone(), "untouched"))), &l.height[..]);
+    assert_eq!(heights(&s.call(&with_mode(base.clone(), "in_place")))[1..], l.height[1..]);
+}
+
+/// The eager call path the benchmark keeps for its before/after comparison
+/// gives the same results and logs as the current one.
+#[test]
+fn the_eager_harness_path_gives_the_same_results_as_the_lazy_one() {
+    let cases: [(&str, HookName, Option<&str>); 7] = [
+        ("identity.py", HookName::Terrain, None),
+        ("terrain_smooth.py", HookName::Terrain, None),
+        ("params_demo.py", HookName::Terrain, None),
+        ("biome_where.py", HookName::Biome, None),
+        ("features_trees.py", HookName::Features, None),
+        ("all_hooks.py", HookName::Biome, None),
+        ("lazy_layers.py", HookName::Terrain, Some("combine")),
+    ];
+    for (name, hook, mode) in cases {
+        let mut lazy = load(name);
+        let mut eager = load(name);
+        eager.use_eager_harness(true);
+        let mut inp = input(hook);
+        if let Some(m) = mode {
+            inp = with_mode(inp, m);
+        }
+        for _ in 0..2 {
+            let (a, b) = (lazy.call(&inp), eager.call(&inp));
+            assert_eq!(a.result, b.result, "{name} {mode:?}");
+            assert_eq!(a.log, b.log, "{name} {mode:?}");
+        }
+    }
+}
+
 #[test]
 fn numpy_smoothing_terrain_matches_a_host_computation() {
     let mut s = load("terrain_smooth.py");
@@ -282,7 +353,12 @@ fn same_input_gives_identical_output_and_log_across_calls_sandboxes_and_strategi
     assert_eq!(overlay[0].stats.fuel, overlay[3].stats.fuel);
     // A different random_seed changes the seeded sources.
     assert_ne!(overlay[0].log, overlay[2].log);
-    for strategy in [ResetStrategy::OverlayDiscard, ResetStrategy::FullCopy, ResetStrategy::FreshInstance] {
+    for strategy in [
+        ResetStrategy::OverlayReprotect,
+        ResetStrategy::OverlayDiscard,
+        ResetStrategy::FullCopy,
+        ResetStrategy::FreshInstance,
+    ] {
         let other = probe_outputs(strategy);
         for (a, b) in overlay.iter().zip(&other) {
             assert_eq!(a.result, b.result, "{strategy:?}");

@@ -32,11 +32,16 @@ pub struct RunningServer {
     /// The server's storage (for operator tasks and tests, e.g. creating accounts).
     pub store: Arc<dyn storage::ObjectStore>,
     handle: actix_web::dev::ServerHandle,
+    /// The coordinator of this process (not on a node): its streams are
+    /// closed at a clean stop.
+    coordinator: Option<Arc<Coordinator>>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl RunningServer {
-    /// Stops accepting, finishes in-flight requests, and waits for the thread.
+    /// Stops accepting, finishes in-flight requests, closes open streams
+    /// (a close frame), writes what the node still holds, and waits for the
+    /// thread.
     pub fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown()
     }
@@ -46,10 +51,10 @@ impl RunningServer {
             return Ok(());
         };
         // Stop from a fresh thread: this may be called inside another runtime (tests, drop during unwinding).
-        let handle = self.handle.clone();
+        let stopper = self.stopper();
         std::thread::spawn(move || {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                rt.block_on(handle.stop(true));
+                rt.block_on(stopper.stop(true));
             }
         })
         .join()
@@ -57,10 +62,87 @@ impl RunningServer {
         thread.join().map_err(|_| anyhow::anyhow!("the server thread panicked"))?
     }
 
-    /// Blocks until the server exits (e.g. on Ctrl-C).
+    fn stopper(&self) -> Stopper {
+        Stopper { handle: self.handle.clone(), coordinator: self.coordinator.clone() }
+    }
+
+    /// Blocks until the server exits.
     pub fn wait(mut self) -> anyhow::Result<()> {
         let thread = self.thread.take().expect("a running server has a thread");
         thread.join().map_err(|_| anyhow::anyhow!("the server thread panicked"))?
+    }
+
+    /// Blocks until the server exits, stopping it cleanly on SIGTERM or
+    /// SIGINT (what `worldloom serve|coordinator|node` do): no new
+    /// connections, requests in flight finish (at most [`SHUTDOWN_TIMEOUT_S`]
+    /// seconds), every stream gets a close frame, the node's write-behind is
+    /// flushed (at most [`FLUSH_TIMEOUT`]), and this returns `Ok` (exit 0).
+    /// A second signal stops at once, dropping what is still in flight.
+    pub fn wait_for_signals(self) -> anyhow::Result<()> {
+        let stopper = self.stopper();
+        // Install the handlers before returning to the caller's wait, so a
+        // signal that arrives from now on is never the default (kill) action.
+        let (installed_tx, installed_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("worldloom-signals".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = installed_tx.send(Err(anyhow::anyhow!("a runtime for signal handling: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    use actix_web::rt::signal::unix::{SignalKind, signal};
+                    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                        (Ok(t), Ok(i)) => (t, i),
+                        (Err(e), _) | (_, Err(e)) => {
+                            let _ = installed_tx.send(Err(anyhow::anyhow!("installing signal handlers: {e}")));
+                            return;
+                        }
+                    };
+                    let _ = installed_tx.send(Ok(()));
+                    let which = tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = int.recv() => "SIGINT",
+                    };
+                    tracing::info!(signal = which, "stopping cleanly: finishing requests and closing streams");
+                    let graceful = stopper.stop(true);
+                    tokio::pin!(graceful);
+                    tokio::select! {
+                        () = &mut graceful => {}
+                        _ = term.recv() => stopper.handle.stop(false).await,
+                        _ = int.recv() => stopper.handle.stop(false).await,
+                    }
+                });
+            })
+            .context("spawning the signal thread")?;
+        installed_rx.recv().context("the signal thread exited")??;
+        self.wait()
+    }
+}
+
+/// How long a clean stop waits for requests in flight (then they are dropped).
+pub const SHUTDOWN_TIMEOUT_S: u64 = 5;
+
+/// How long a clean stop waits for the node's write-behind to reach storage.
+/// Chunks are derived data (regenerated if missing), so a storage outage at
+/// stop time delays the exit by this much and loses nothing else.
+pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// What stops a running server cleanly.
+struct Stopper {
+    handle: actix_web::dev::ServerHandle,
+    coordinator: Option<Arc<Coordinator>>,
+}
+
+impl Stopper {
+    async fn stop(&self, graceful: bool) {
+        if let Some(c) = &self.coordinator {
+            c.shut_down();
+        }
+        self.handle.stop(graceful).await;
     }
 }
 
@@ -171,6 +253,7 @@ pub fn start_role(config: Config, role: Role) -> anyhow::Result<RunningServer> {
             let system = actix_web::rt::System::new();
             // The node of this process, whose pending writes are finished at a clean stop.
             let mut local: Option<Arc<Node>> = None;
+            let mut public: Option<Arc<Coordinator>> = None;
             let server = system.block_on(async {
                 let config = Arc::new(config);
                 let store = server_store;
@@ -204,6 +287,7 @@ pub fn start_role(config: Config, role: Role) -> anyhow::Result<RunningServer> {
                         let coordinator = Coordinator::open(store, actor, router, config.clone(), cm.clone())
                             .await
                             .map_err(|e| anyhow::anyhow!("opening the world registry: {e}"))?;
+                        public = Some(coordinator.clone());
                         let state = web::Data::new(AppState { coordinator, metrics: metrics.clone() });
                         let server = HttpServer::new(move || {
                             let inflight = cm.inflight.clone();
@@ -223,8 +307,11 @@ pub fn start_role(config: Config, role: Role) -> anyhow::Result<RunningServer> {
                                 })
                                 .configure(http::configure)
                         })
-                        // Streams are long-lived: on shutdown give them a few seconds, not the default 30.
-                        .shutdown_timeout(5)
+                        // Streams are closed at a clean stop (`Stopper`); requests in
+                        // flight get a few seconds, not the default 30.
+                        .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
+                        // SIGTERM/SIGINT are handled by `wait_for_signals`, which closes streams first.
+                        .disable_signals()
                         .bind(config.listen)
                         .with_context(|| format!("binding {}", config.listen))?;
                         let addr = server.addrs().first().copied().context("the server bound no address")?;
@@ -244,7 +331,8 @@ pub fn start_role(config: Config, role: Role) -> anyhow::Result<RunningServer> {
                         let server = HttpServer::new(move || {
                             App::new().app_data(state.clone()).configure(worldloom_node::server::configure)
                         })
-                        .shutdown_timeout(5)
+                        .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
+                        .disable_signals()
                         .bind(config.listen)
                         .with_context(|| format!("binding {}", config.listen))?;
                         let addr = server.addrs().first().copied().context("the server bound no address")?;
@@ -282,15 +370,22 @@ pub fn start_role(config: Config, role: Role) -> anyhow::Result<RunningServer> {
                     return Ok(());
                 }
             };
-            let _ = ready_tx.send(Ok((server.handle(), addr)));
+            let _ = ready_tx.send(Ok((server.handle(), addr, public)));
             let served = system.block_on(server).context("the HTTP server failed");
             if let Some(node) = local {
-                // Write behind: what was answered as stored reaches storage before the process ends.
-                system.block_on(node.flush());
+                // Write behind: what was answered as stored reaches storage
+                // before the process ends, unless storage is unreachable.
+                // (The timer is made inside the system's runtime: `timeout` needs one.)
+                if system.block_on(async { tokio::time::timeout(FLUSH_TIMEOUT, node.flush()).await }).is_err() {
+                    tracing::warn!(
+                        timeout_s = FLUSH_TIMEOUT.as_secs(),
+                        "stopping with chunk writes unfinished (storage did not answer); they are regenerated on demand"
+                    );
+                }
             }
             served
         })
         .context("spawning the server thread")?;
-    let (handle, addr) = ready_rx.recv().context("the server thread exited during start-up")??;
-    Ok(RunningServer { addr, store, handle, thread: Some(thread) })
+    let (handle, addr, coordinator) = ready_rx.recv().context("the server thread exited during start-up")??;
+    Ok(RunningServer { addr, store, handle, coordinator, thread: Some(thread) })
 }

@@ -251,7 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             // Tests and scripts read this line to find the port.
             println!("worldloom listening on http://{}", server.addr);
             tracing::info!(addr = %server.addr, data = %config.data, "serving");
-            server.wait()?;
+            server.wait_for_signals()?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Coordinator { listen, data } => {
@@ -266,7 +266,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .context("starting the coordinator")?;
             println!("worldloom coordinator listening on http://{}", server.addr);
             tracing::info!(addr = %server.addr, data = %config.data, "coordinating");
-            server.wait()?;
+            server.wait_for_signals()?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Node { coordinator, listen, data, id, advertise, workers, speak_protocol } => {
@@ -305,7 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .context("starting the node")?;
             println!("worldloom node {id} listening on http://{}", server.addr);
             tracing::info!(addr = %server.addr, data = %config.data, "generating");
-            server.wait()?;
+            server.wait_for_signals()?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Plugin { command: PluginCommand::New { name, dir } } => plugin_cmd::new_plugin(&name, &dir),

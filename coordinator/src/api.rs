@@ -175,6 +175,17 @@ pub fn check_label(field: &str, name: &str) -> Result<String> {
     if trimmed.chars().any(char::is_control) {
         return Err(Error::invalid(field, format!("{field} must not contain control characters")));
     }
+    // Bidirectional controls (U+202A-U+202E, U+2066-U+2069, marks) make a
+    // label display as something other than what it is.
+    if let Some(c) = trimmed
+        .chars()
+        .find(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("{field} must not contain bidirectional control characters (found U+{:04X})", u32::from(c)),
+        ));
+    }
     Ok(trimmed.to_owned())
 }
 

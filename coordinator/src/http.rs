@@ -464,7 +464,18 @@ async fn params() -> HttpResponse {
 
 /// The account making a write request (401 without a valid token).
 async fn account(state: &AppState, req: &HttpRequest) -> ApiResult<Account> {
-    let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    // More than one Authorization header is ambiguous (which one would a
+    // proxy in front of us have checked?): refuse it instead of picking one.
+    let mut headers = req.headers().get_all(header::AUTHORIZATION);
+    let header = headers.next().map(|v| v.as_bytes());
+    let extra = headers.count();
+    if extra > 0 {
+        return Err(Error::new(
+            ErrorKind::Unauthorized,
+            format!("the request has {} Authorization headers; send exactly one `Bearer TOKEN`", extra + 1),
+        )
+        .into());
+    }
     Ok(state.coordinator.authenticate(header).await?)
 }
 
@@ -477,13 +488,15 @@ async fn account(state: &AppState, req: &HttpRequest) -> ApiResult<Account> {
         (status = 400, description = "The body is not JSON (`malformed_json`)", body = ErrorBody),
         (status = 401, description = "No valid token (`unauthorized`)", body = ErrorBody),
         (status = 409, description = "A concurrent change; retry (`concurrent_change`)", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving (`body_timeout`)", body = ErrorBody),
         (status = 413, description = "The body is too large (`too_large`)", body = ErrorBody),
         (status = 422, description = "Invalid values (`invalid_params`, `invalid_field`), or a plugin that is not in the workshop \
             (`unknown_plugin`, `unknown_version`) or is yanked (`plugin_yanked`); `field` names it", body = ErrorBody),
         (status = 503, description = "Storage or the generation nodes are unavailable (`Retry-After`)", body = ErrorBody),
     ))]
-async fn create_world(state: web::Data<AppState>, req: HttpRequest, body: Bytes) -> ApiResult<HttpResponse> {
+async fn create_world(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
     let owner = account(&state, &req).await?;
+    let body = read_body(&req, payload, state.coordinator.config.max_body_bytes).await?;
     let (mut draft, plugins) = api::parse_json::<CreateWorld>(&body)?.validate()?;
     draft.plugins = state.coordinator.attach(plugins).await?;
     let world = state.coordinator.create_world(draft, &owner).await?;
@@ -525,6 +538,7 @@ async fn get_world(state: web::Data<AppState>, id: web::Path<String>) -> ApiResu
         (status = 403, description = "The world belongs to another account (`forbidden`)", body = ErrorBody),
         (status = 404, description = "No such world (`not_found`)", body = ErrorBody),
         (status = 409, description = "A concurrent change; retry (`concurrent_change`)", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving (`body_timeout`)", body = ErrorBody),
         (status = 413, description = "The body is too large (`too_large`)", body = ErrorBody),
         (status = 422, description = "Invalid values; `field` names the one at fault", body = ErrorBody),
         (status = 503, description = "Storage or the generation nodes are unavailable (`Retry-After`)", body = ErrorBody),
@@ -533,10 +547,12 @@ async fn put_world_plugins(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
-    body: Bytes,
+    payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let who = account(&state, &req).await?;
-    state.coordinator.world(&id).await?;
+    let world = state.coordinator.world(&id).await?;
+    owned_by(&world, &who)?;
+    let body = read_body(&req, payload, state.coordinator.config.max_body_bytes).await?;
     let change: api::SetPlugins = api::parse_json(&body)?;
     api::check_plugin_names(&change.plugins)?;
     let plugins = state.coordinator.attach(change.plugins).await?;
@@ -555,6 +571,7 @@ async fn put_world_plugins(
         (status = 403, description = "The world belongs to another account (`forbidden`)", body = ErrorBody),
         (status = 404, description = "No such world (`not_found`)", body = ErrorBody),
         (status = 409, description = "A concurrent change; retry (`concurrent_change`)", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving (`body_timeout`)", body = ErrorBody),
         (status = 413, description = "The body is too large (`too_large`)", body = ErrorBody),
         (status = 422, description = "Invalid values; `field` names the one at fault", body = ErrorBody),
         (status = 503, description = "Storage or the generation nodes are unavailable (`Retry-After`)", body = ErrorBody),
@@ -563,25 +580,72 @@ async fn put_world_params(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
-    body: Bytes,
+    payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let who = account(&state, &req).await?;
-    state.coordinator.world(&id).await?;
+    let world = state.coordinator.world(&id).await?;
+    owned_by(&world, &who)?;
+    let body = read_body(&req, payload, state.coordinator.config.max_body_bytes).await?;
     let change: api::SetParams = api::parse_json(&body)?;
     let params = api::resolve_params(change.params)?;
     let world = state.coordinator.update_world(&id, &who, WorldChange::Params(params)).await?;
     Ok(HttpResponse::Ok().json(WorldView::from(&world.record)))
 }
 
-/// Reads a whole request body, refusing more than `limit` bytes.
-async fn read_body(mut payload: web::Payload, limit: usize) -> ApiResult<Bytes> {
+/// Refuses (403) a change to another account's world before any work is
+/// done for it (loading the plugins it names, say). `update_world` checks
+/// again against the stored record, under its compare-and-swap.
+fn owned_by(world: &crate::World, who: &Account) -> Result<(), Error> {
+    if world.record.owner.as_deref() == Some(who.name.as_str()) {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Forbidden, format!("world {} belongs to another account", world.record.id)))
+    }
+}
+
+/// How long a request body may pause before the request is refused (408
+/// `body_timeout`): a client that announces more than it sends (a
+/// Content-Length that lies, a chunked body that stops) does not hold a
+/// handler and its buffer forever.
+pub const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn too_large(limit: usize) -> ApiError {
+    Error::new(ErrorKind::TooLarge, format!("the request body is larger than this server's limit of {limit} bytes"))
+        .into()
+}
+
+/// The next piece of a request body, waiting at most [`BODY_IDLE`] for it.
+async fn next_piece<S: futures_util::Stream + Unpin>(body: &mut S) -> ApiResult<Option<S::Item>> {
+    tokio::time::timeout(BODY_IDLE, body.next()).await.map_err(|_| {
+        let e = Error::new(
+            ErrorKind::Malformed,
+            format!(
+                "the request body stopped arriving (nothing for {} s); send all of it, with a Content-Length \
+                 that matches it",
+                BODY_IDLE.as_secs()
+            ),
+        )
+        .with_code("body_timeout");
+        ApiError(e, StatusCode::REQUEST_TIMEOUT)
+    })
+}
+
+/// A 413 at once for a body whose Content-Length is over `limit`, before
+/// waiting for any of it.
+fn refuse_announced_excess(req: &HttpRequest, limit: usize) -> ApiResult<()> {
+    let announced = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) { Err(too_large(limit)) } else { Ok(()) }
+}
+
+/// Reads a whole request body, refusing more than `limit` bytes (at once
+/// when the Content-Length says so) and a body that stops arriving.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> ApiResult<Bytes> {
+    refuse_announced_excess(req, limit)?;
     let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
+    while let Some(chunk) = next_piece(&mut payload).await? {
         let chunk = chunk.map_err(|e| Error::new(ErrorKind::Malformed, format!("reading the body: {e}")))?;
         if body.len() + chunk.len() > limit {
-            return Err(
-                Error::new(ErrorKind::TooLarge, format!("the request body is larger than {limit} bytes")).into()
-            );
+            return Err(too_large(limit));
         }
         body.extend_from_slice(&chunk);
     }
@@ -592,10 +656,11 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> ApiResult<Bytes> 
 /// `description`, `runtime` and the file (or text) field `source`.
 async fn multipart_upload(req: &HttpRequest, payload: web::Payload, limit: usize) -> ApiResult<Upload> {
     let malformed = |m: String| Error::new(ErrorKind::Malformed, m).with_code("malformed_multipart");
+    refuse_announced_excess(req, limit)?;
     let mut form = actix_multipart::Multipart::new(req.headers(), payload);
     let mut fields: BTreeMap<String, String> = BTreeMap::new();
     let mut total = 0usize;
-    while let Some(field) = form.next().await {
+    while let Some(field) = next_piece(&mut form).await? {
         let mut field = field.map_err(|e| malformed(format!("not a valid multipart body: {e}")))?;
         let name = field.name().unwrap_or_default().to_owned();
         if !["name", "version", "description", "runtime", "source"].contains(&name.as_str()) {
@@ -606,7 +671,7 @@ async fn multipart_upload(req: &HttpRequest, payload: web::Payload, limit: usize
             .into());
         }
         let mut value = Vec::new();
-        while let Some(chunk) = field.next().await {
+        while let Some(chunk) = next_piece(&mut field).await? {
             let chunk = chunk.map_err(|e| malformed(format!("reading form field {name}: {e}")))?;
             total += chunk.len();
             if total > limit {
@@ -643,6 +708,7 @@ async fn multipart_upload(req: &HttpRequest, payload: web::Payload, limit: usize
         (status = 401, description = "No valid token (`unauthorized`)", body = ErrorBody),
         (status = 403, description = "The plugin name belongs to another account (`forbidden`)", body = ErrorBody),
         (status = 409, description = "The version exists; versions are immutable (`version_exists`)", body = ErrorBody),
+        (status = 408, description = "The body stopped arriving (`body_timeout`)", body = ErrorBody),
         (status = 413, description = "The body, source or description is too large (`too_large`)", body = ErrorBody),
         (status = 422, description = "Invalid fields, or the plugin does not load (`details` has its diagnostics)", body = ErrorBody),
         (status = 503, description = "Storage or the generation nodes are unavailable (`Retry-After`)", body = ErrorBody),
@@ -658,7 +724,7 @@ async fn upload_plugin(state: web::Data<AppState>, req: HttpRequest, payload: we
     let upload: Upload = if is_multipart {
         multipart_upload(&req, payload, limit).await?
     } else {
-        api::parse_json(&read_body(payload, limit).await?)?
+        api::parse_json(&read_body(&req, payload, limit).await?)?
     };
     let record = state.coordinator.upload_plugin(&who, upload).await?;
     Ok(HttpResponse::Created()
@@ -871,7 +937,12 @@ fn negotiate(req: &HttpRequest) -> Result<Format, Error> {
     let Some(accept) = req.headers().get(header::ACCEPT) else {
         return Ok(Format::Json);
     };
-    let accept = accept.to_str().unwrap_or("");
+    let accept = accept.to_str().map_err(|_| {
+        Error::new(
+            ErrorKind::NotAcceptable,
+            format!("the Accept header is not ASCII text; ask for application/json or {POSTCARD}"),
+        )
+    })?;
     let ranges: Vec<&str> =
         accept.split(',').map(|r| r.split(';').next().unwrap_or("").trim()).filter(|r| !r.is_empty()).collect();
     if ranges.is_empty() {

@@ -85,6 +85,8 @@ pub struct Coordinator {
     pub(crate) writes: tokio::sync::Mutex<()>,
     pub config: Arc<Config>,
     pub metrics: Arc<CoordinatorMetrics>,
+    /// Set once when the server begins a clean stop: open streams close.
+    shutdown: watch::Sender<bool>,
 }
 
 fn now_unix_s() -> u64 {
@@ -117,6 +119,7 @@ impl Coordinator {
             writes: tokio::sync::Mutex::new(()),
             config,
             metrics,
+            shutdown: watch::channel(false).0,
         });
         // Revisions made by other coordinators reach this one's streams.
         let weak = Arc::downgrade(&c);
@@ -128,6 +131,20 @@ impl Coordinator {
             }
         });
         Ok(c)
+    }
+
+    /// Begins a clean stop: every open stream is sent an error frame with
+    /// code `shutting_down` and a close frame (1001, going away) and ends,
+    /// so the HTTP server's graceful stop is not held up by long-lived
+    /// sockets. Requests in flight are left to finish.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`Coordinator::shut_down`] has been called.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|stopping| *stopping).await;
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {

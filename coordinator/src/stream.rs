@@ -6,6 +6,9 @@
 //! first, one binary postcard frame per chunk, then a `{"done":{...}}` text
 //! frame. A new subscription replaces the unfinished rest of the previous
 //! one. Bad input gets a `{"error":{...}}` text frame; the socket stays open.
+//! A frame that breaks the WebSocket protocol or the 4 KiB limit gets a
+//! `protocol_error` frame and the close code RFC 6455 gives it (1009 too
+//! big, 1007 not UTF-8, 1002 otherwise); a client's close is answered 1000.
 //!
 //! When the world's owner changes its plugins or parameters, the socket gets
 //! a `{"revision":{"revision":n,"previous":m}}` text frame, forgets what it
@@ -24,7 +27,9 @@
 //! reported in a `{"error":{...},"chunk":[cx,cz]}` frame and counted as
 //! `failed` in the `done` frame: a stream never waits forever on a full
 //! queue. If the world itself disappears, the socket gets an error frame
-//! with code `world_gone` and is closed.
+//! with code `world_gone` and is closed. When the server stops cleanly
+//! (SIGTERM), every socket gets an error frame with code `shutting_down`
+//! and a close frame (1001, going away).
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -48,11 +53,15 @@ use crate::{Coordinator, World};
 /// Largest accepted client frame; subscriptions are tiny.
 const MAX_CLIENT_FRAME: usize = 4 << 10;
 
+/// A subscription as the client sent it. The numbers are read wide (any
+/// JSON integer up to 64 bits) so that an integer out of range is refused
+/// by what it is (`radius_too_large`, `coordinate_out_of_range`), not as a
+/// malformed frame.
 #[derive(Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Subscribe {
-    center: [i32; 2],
-    radius: u32,
+    center: [i64; 2],
+    radius: u64,
 }
 
 /// The chunks of the square of `radius` around `center`, nearest first; ties
@@ -187,6 +196,30 @@ pub(crate) async fn stream(
     Ok(response)
 }
 
+/// The close code (RFC 6455, section 7.4.1) and the message for a client
+/// frame that breaks the WebSocket protocol or this stream's limits.
+fn protocol_violation(e: &actix_ws::ProtocolError) -> (actix_ws::CloseCode, String) {
+    use actix_ws::{CloseCode, ProtocolError};
+    match e {
+        ProtocolError::Overflow => (
+            CloseCode::Size,
+            format!(
+                "a client frame or message is larger than {MAX_CLIENT_FRAME} bytes; subscriptions are tiny \
+                 ({{\"center\":[cx,cz],\"radius\":r}})"
+            ),
+        ),
+        // actix-ws reports a fragmented message over the limit as this I/O error.
+        ProtocolError::Io(io) if io.to_string().contains("maximum continuation size") => (
+            CloseCode::Size,
+            format!("a fragmented client message is larger than {MAX_CLIENT_FRAME} bytes; subscriptions are tiny"),
+        ),
+        ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            (CloseCode::Invalid, "a text frame is not valid UTF-8".to_owned())
+        }
+        other => (CloseCode::Protocol, format!("WebSocket protocol error: {other}")),
+    }
+}
+
 fn error_frame(e: &Error) -> String {
     json!({ "error": ErrorBody::from(e) }).to_string()
 }
@@ -206,21 +239,30 @@ fn subscribe(
     have: &mut Sent,
 ) -> Result<Subscription, Error> {
     let max = coordinator.config.stream.max_radius;
-    if sub.radius > max {
-        return Err(Error::invalid(
-            "radius",
-            format!("radius {} is larger than this server's maximum of {max}", sub.radius),
-        )
-        .with_code("radius_too_large"));
-    }
-    let center = ChunkCoord::new(sub.center[0], sub.center[1]);
-    if !center.in_bounds() {
-        return Err(
-            Error::invalid("center", format!("center {center} is out of range")).with_code("coordinate_out_of_range")
-        );
-    }
-    have.keep_near(center, sub.radius);
-    let all = square_nearest_first(center, sub.radius);
+    let radius = match u32::try_from(sub.radius) {
+        Ok(r) if r <= max => r,
+        _ => {
+            return Err(Error::invalid(
+                "radius",
+                format!("radius {} is larger than this server's maximum of {max}", sub.radius),
+            )
+            .with_code("radius_too_large"));
+        }
+    };
+    let bound = worldloom_worldgen::chunk::MAX_CHUNK_COORD.unsigned_abs() as u64;
+    let [cx, cz] = sub.center;
+    let center = match (i32::try_from(cx), i32::try_from(cz)) {
+        (Ok(x), Ok(z)) if cx.unsigned_abs() <= bound && cz.unsigned_abs() <= bound => ChunkCoord::new(x, z),
+        _ => {
+            return Err(Error::invalid(
+                "center",
+                format!("center [{cx}, {cz}] is out of range: each coordinate must be within ±{bound}"),
+            )
+            .with_code("coordinate_out_of_range"));
+        }
+    };
+    have.keep_near(center, radius);
+    let all = square_nearest_first(center, radius);
     let total = all.len();
     let todo: Vec<ChunkCoord> = all.into_iter().filter(|c| !have.contains(c)).collect();
     let already_had = total - todo.len();
@@ -232,7 +274,7 @@ fn subscribe(
             async move { (coord, chunk_with_retries(&coordinator, &world, coord).await) }
         })
         .buffered(inflight);
-    Ok(Subscription { center, radius: sub.radius, plan: Box::pin(plan), sent: 0, already_had, failed: 0 })
+    Ok(Subscription { center, radius, plan: Box::pin(plan), sent: 0, already_had, failed: 0 })
 }
 
 async fn serve(
@@ -245,8 +287,27 @@ async fn serve(
     let mut have = Sent::new(coordinator.metrics.stream_sent_entries.clone());
     let mut current: Option<Subscription> = None;
     let mut last: Option<Subscribe> = None;
+    let stopping = coordinator.clone();
+    let shutting_down = stopping.shutting_down();
+    tokio::pin!(shutting_down);
     loop {
         tokio::select! {
+            () = &mut shutting_down => {
+                // A clean stop of the server: say so, close the socket
+                // properly and end (the client reconnects elsewhere or later).
+                let e = Error::new(
+                    ErrorKind::Unavailable,
+                    "the server is shutting down; this stream is closed, reconnect to resume",
+                )
+                .with_code("shutting_down");
+                let _ = session.text(error_frame(&e)).await;
+                let reason = actix_ws::CloseReason {
+                    code: actix_ws::CloseCode::Away,
+                    description: Some("server shutting down".into()),
+                };
+                let _ = session.close(Some(reason)).await;
+                return Ok(());
+            },
             changed = revisions.changed() => {
                 if changed.is_err() {
                     // The world's notifier is gone (its cache slot was
@@ -312,12 +373,19 @@ async fn serve(
                 }
                 Some(Ok(AggregatedMessage::Ping(bytes))) => session.pong(&bytes).await?,
                 Some(Ok(AggregatedMessage::Pong(_))) => {}
-                Some(Ok(AggregatedMessage::Close(_))) | None => break,
+                Some(Ok(AggregatedMessage::Close(_))) => {
+                    // Answer the client's close (RFC 6455, section 5.5.1).
+                    let _ = session.close(Some(actix_ws::CloseCode::Normal.into())).await;
+                    return Ok(());
+                }
+                None => break,
                 Some(Err(e)) => {
-                    let e = Error::new(ErrorKind::Malformed, format!("WebSocket protocol error: {e}"))
-                        .with_code("protocol_error");
+                    let (code, message) = protocol_violation(&e);
+                    let e = Error::new(ErrorKind::Malformed, message).with_code("protocol_error");
                     let _ = session.text(error_frame(&e)).await;
-                    break;
+                    let reason = actix_ws::CloseReason { code, description: Some("protocol error".into()) };
+                    let _ = session.close(Some(reason)).await;
+                    return Ok(());
                 }
             },
             item = async { current.as_mut().expect("guarded").plan.next().await }, if current.is_some() => {

@@ -32,6 +32,11 @@ impl InProcess {
             .expect("creating an account")
     }
 
+    /// The server's storage, as its handlers see it.
+    pub fn store(&self) -> Arc<dyn worldloom_cluster::storage::ObjectStore> {
+        self.server.as_ref().expect("running").store.clone()
+    }
+
     pub fn stop(mut self) {
         if let Some(s) = self.server.take() {
             s.stop().expect("server stops cleanly");
@@ -132,6 +137,11 @@ impl Process {
             let _ = e.read_to_string(&mut text);
         }
         text
+    }
+
+    /// The process id (for reading its memory in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits (up to `within`) for the process to exit by itself; its status.
@@ -367,6 +377,21 @@ impl Stream {
         Stream { ws }
     }
 
+    /// Like [`Stream::connect`], with the socket's receive buffer set to
+    /// `bytes` before connecting (a small one makes a client that stops
+    /// reading push back on the server after a few frames).
+    pub async fn connect_with_recv_buffer(base: &str, world: &str, bytes: u32) -> Stream {
+        let addr: SocketAddr = base.trim_start_matches("http://").parse().expect("a loopback address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_recv_buffer_size(bytes).expect("setting SO_RCVBUF");
+        let tcp = socket.connect(addr).await.expect("TCP connect");
+        let url = format!("ws://{addr}/v1/worlds/{world}/stream");
+        let (ws, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("WebSocket handshake");
+        Stream { ws }
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.expect("send");
     }
@@ -520,5 +545,307 @@ pub async fn wait_stored(
         }
         assert!(std::time::Instant::now() < deadline, "{key} was never stored");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The resident set of process `pid` (`VmRSS` in `/proc/PID/status`), KiB;
+/// `None` once it has exited.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    proc_field(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// The proportional set size (`Pss` of `/proc/PID/smaps_rollup`) summed over
+/// `pid` and every descendant (a server's sandbox zygote and workers), KiB:
+/// pages shared between them are counted once in total.
+pub fn tree_pss_kib(pid: u32) -> u64 {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            // The parent id is the 2nd field after the `(comm)` of /proc/PID/stat.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|f| f.parse().ok()) {
+                parents.push((p, ppid));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    tree.iter().filter_map(|p| proc_field(&format!("/proc/{p}/smaps_rollup"), "Pss:")).sum()
+}
+
+fn proc_field(path: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+}
+
+/// One sample of a process's memory: seconds since sampling started, its
+/// RSS and its process tree's PSS, KiB.
+#[derive(Clone, Copy, Debug)]
+pub struct MemSample {
+    pub secs: f64,
+    pub rss_kib: u64,
+    pub tree_pss_kib: u64,
+}
+
+/// Samples a process's memory on a thread of its own every `every` until stopped.
+pub struct MemSampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<MemSample>>,
+}
+
+impl MemSampler {
+    pub fn start(pid: u32, every: Duration) -> MemSampler {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let t0 = std::time::Instant::now();
+            let mut samples = Vec::new();
+            loop {
+                let Some(rss_kib) = rss_kib(pid) else { break };
+                samples.push(MemSample { secs: t0.elapsed().as_secs_f64(), rss_kib, tree_pss_kib: tree_pss_kib(pid) });
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(every);
+            }
+            samples
+        });
+        MemSampler { stop, thread }
+    }
+
+    /// Stops sampling (after one last sample) and returns every sample.
+    pub fn stop(self) -> Vec<MemSample> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the sampler did not panic")
+    }
+}
+
+/// The `q` quantile (0..=1) of `sorted` (nearest rank); 0 when empty.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+// ---- Fault injection (tests/it/faults.rs) ----
+
+impl Process {
+    /// Sends the process a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) on our own child's pid; it has not been waited for, so the pid is still ours.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+    }
+}
+
+/// How a stream ended: the frames before the end, and the close frame's
+/// code and reason (`None`: the connection ended without a close frame).
+#[derive(Debug)]
+pub struct StreamEnd {
+    pub frames: Vec<RawFrame>,
+    pub close: Option<(u16, String)>,
+}
+
+impl Stream {
+    /// Reads every frame until the server closes the stream (within 60 s).
+    pub async fn until_close(&mut self) -> StreamEnd {
+        let mut frames = Vec::new();
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(60), self.ws.next())
+                .await
+                .expect("the stream ends within 60 s");
+            match msg {
+                Some(Ok(Message::Binary(b))) => frames.push(RawFrame::Chunk(b.to_vec())),
+                Some(Ok(Message::Text(t))) => {
+                    frames.push(RawFrame::Json(serde_json::from_str(&t).expect("JSON text frame")))
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(frame))) => {
+                    let close = frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned()));
+                    return StreamEnd { frames, close: Some(close.unwrap_or((1005, String::new()))) };
+                }
+                Some(Ok(Message::Frame(_))) => {}
+                None | Some(Err(_)) => return StreamEnd { frames, close: None },
+            }
+        }
+    }
+}
+
+impl S3Server {
+    /// Starts moto on `port` (0: any free one) with the given buckets created.
+    pub fn start_on(port: u16, buckets: &[&str]) -> S3Server {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let python = root.join(".worldloom/venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: scripts/test installs moto (the test S3 server) there",
+            python.display()
+        );
+        // tests/s3/moto_server.py with the port as its first argument.
+        const SCRIPT: &str = r#"
+import sys
+import boto3
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]), verbose=False)
+server.start()
+host, port = server.get_host_and_port()
+endpoint = f"http://{host}:{port}"
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+for bucket in sys.argv[2:]:
+    s3.create_bucket(Bucket=bucket)
+print(f"endpoint {endpoint}", flush=True)
+sys.stdin.read()
+server.stop()
+"#;
+        let mut child = Command::new(python)
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(port.to_string())
+            .args(buckets)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("reading moto's endpoint");
+        let endpoint = line
+            .trim()
+            .strip_prefix("endpoint ")
+            .unwrap_or_else(|| panic!("moto on port {port} said {line:?} (is the port taken?)"))
+            .to_owned();
+        S3Server { endpoint, child }
+    }
+
+    /// The port this server listens on.
+    pub fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port in the endpoint")
+    }
+
+    /// Stops the server the hard way (SIGKILL): an outage. Its data (held in
+    /// moto's memory) is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How many stored objects of each kind [`check_stored_objects`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoredCounts {
+    pub worlds: usize,
+    pub chunks: usize,
+    pub accounts: usize,
+    pub tokens: usize,
+    pub plugin_names: usize,
+    pub plugin_versions: usize,
+    pub plugin_sources: usize,
+}
+
+/// Reads every object of a Worldloom storage and panics, naming the key, if
+/// one does not decode as what its prefix says it is (a torn or partial
+/// object): worlds, chunks (whose world, revision and coordinate must match
+/// their key), accounts, tokens, plugin names and versions, and plugin
+/// sources (content-addressed: the bytes must hash to their key, and the
+/// version records that name a source must find it).
+pub async fn check_stored_objects(store: &dyn worldloom_cluster::storage::ObjectStore) -> StoredCounts {
+    use worldloom_cluster::model::{AccountRecord, PluginNameRecord, PluginVersionRecord, TokenRecord, WorldRecord};
+    use worldloom_cluster::storage::Key;
+    async fn each(store: &dyn worldloom_cluster::storage::ObjectStore, prefix: &str) -> Vec<(Key, bytes::Bytes)> {
+        let mut out = Vec::new();
+        for key in store.list(&Key::dir(prefix)).await.unwrap_or_else(|e| panic!("listing {prefix}: {e}")) {
+            // Listed then gone (a live server deleting) is not a torn object.
+            if let Some(b) = store.get(&key).await.unwrap_or_else(|e| panic!("reading {key}: {e}")) {
+                out.push((key, b));
+            }
+        }
+        out
+    }
+    fn decoded<T: wire::Versioned>(key: &Key, bytes: &[u8]) -> T {
+        wire::decode::<T>(bytes).unwrap_or_else(|e| panic!("{key} does not decode ({} bytes): {e}", bytes.len()))
+    }
+    let mut n = StoredCounts::default();
+    for (key, b) in each(store, "worlds/").await {
+        let w: WorldRecord = decoded(&key, &b);
+        assert_eq!(key.as_str(), format!("worlds/{}", w.id), "a world record under another world's key");
+        n.worlds += 1;
+    }
+    for (key, b) in each(store, "chunks/").await {
+        let c: ChunkRecord = decoded(&key, &b);
+        let want = format!("chunks/{}/r{}/{}_{}", c.world, c.revision, c.chunk.coord.cx, c.chunk.coord.cz);
+        assert_eq!(key.as_str(), want, "a chunk record under another chunk's key");
+        n.chunks += 1;
+    }
+    for (key, b) in each(store, "accounts/").await {
+        let _: AccountRecord = decoded(&key, &b);
+        n.accounts += 1;
+    }
+    for (key, b) in each(store, "tokens/").await {
+        let _: TokenRecord = decoded(&key, &b);
+        n.tokens += 1;
+    }
+    for (key, b) in each(store, "plugins/names/").await {
+        let _: PluginNameRecord = decoded(&key, &b);
+        n.plugin_names += 1;
+    }
+    let mut sources = std::collections::HashSet::new();
+    for (key, b) in each(store, "plugins/sources/").await {
+        let sha = worldloom_cluster::storage::source_sha256(&b);
+        assert_eq!(key.as_str(), format!("plugins/sources/{sha}"), "a plugin source whose bytes are not its hash");
+        sources.insert(sha);
+        n.plugin_sources += 1;
+    }
+    for (key, b) in each(store, "plugins/versions/").await {
+        let v: PluginVersionRecord = decoded(&key, &b);
+        assert!(sources.contains(&v.sha256), "{key} names a source {} that is not stored", v.sha256);
+        n.plugin_versions += 1;
+    }
+    n
+}
+
+/// A tmpfs mounted on a fresh directory, unmounted (and the directory
+/// removed) when dropped. Mounting needs CAP_SYS_ADMIN (root in a
+/// container, as in CI and on the development machine).
+pub struct Tmpfs {
+    pub dir: TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "4m"); the error says why it could not.
+    pub fn mount(tag: &str, size: &str) -> Result<Tmpfs, String> {
+        let dir = TempDir::new(tag);
+        let options = format!("size={size},mode=0755");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options.as_str(), "tmpfs"])
+            .arg(&dir.0)
+            .output()
+            .map_err(|e| format!("running mount(8): {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs -o size={size} tmpfs {} failed ({}): {}",
+                dir.0.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily, so a file still open somewhere does not keep it mounted.
+        let _ = Command::new("umount").arg("-l").arg(&self.dir.0).status();
     }
 }

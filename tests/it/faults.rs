@@ -69,6 +69,9 @@ async fn wait_metric_at_least(base: &str, name: &str, n: f64, done: impl Fn() ->
     }
 }
 
+/// A chunk request under way: its coordinate and what it was answered.
+type ChunkRequest = tokio::task::JoinHandle<((i32, i32), reqwest::Result<(u16, Vec<u8>)>)>;
+
 /// Starts `n` chunk requests of `world` at once (chunks `(100 + i, 0)`),
 /// each on a connection of its own; `finished` counts those answered.
 fn chunk_requests(
@@ -76,7 +79,7 @@ fn chunk_requests(
     world: &str,
     n: i32,
     finished: &Arc<std::sync::atomic::AtomicUsize>,
-) -> Vec<tokio::task::JoinHandle<((i32, i32), reqwest::Result<(u16, Vec<u8>)>)>> {
+) -> Vec<ChunkRequest> {
     (0..n)
         .map(|i| {
             let (base, world, finished) = (base.to_owned(), world.to_owned(), finished.clone());
@@ -90,10 +93,7 @@ fn chunk_requests(
 }
 
 /// Every request answered 200 with a whole chunk envelope of `world`.
-async fn all_answered_whole(
-    requests: Vec<tokio::task::JoinHandle<((i32, i32), reqwest::Result<(u16, Vec<u8>)>)>>,
-    world: &str,
-) -> Vec<ChunkRecord> {
+async fn all_answered_whole(requests: Vec<ChunkRequest>, world: &str) -> Vec<ChunkRecord> {
     let mut out = Vec::new();
     for r in requests {
         let ((cx, cz), answer) = r.await.expect("request task");
@@ -403,7 +403,7 @@ async fn workload(base: String, token: String, round: usize, ledger: Arc<Mutex<L
             let (look, req) = match latest {
                 // (Attaching the list already attached changes nothing and
                 // keeps the revision, so only a different list is a change.)
-                Some(v) if i % 3 == 0 && plugins != [v.clone()] => (
+                Some(v) if i.is_multiple_of(3) && plugins != [v.clone()] => (
                     (sea, vec![v.clone()]),
                     http.put(format!("{base}/v1/worlds/{id}/plugins"))
                         .json(&json!({"plugins": [{"name": "fault", "version": v}]})),

@@ -735,7 +735,8 @@ async fn hostile_headers_and_bodies_are_4xx_json_errors() {
 
     // (what, request pieces, acceptable statuses, the code the JSON error
     // must have: "*" any code, "" JSON only if a route answered)
-    let cases: Vec<(&str, Vec<Vec<u8>>, &[u16], &str)> = vec![
+    type Case<'a> = (&'a str, Vec<Vec<u8>>, &'a [u16], &'a str);
+    let cases: Vec<Case> = vec![
         (
             "a 64 KiB header value",
             vec![request("GET", "/v1/worlds", &[("X-Big", huge.as_bytes())], b"")],
@@ -1109,7 +1110,9 @@ fn pct(s: &str) -> String {
 /// pattern for the rest (`hex` a lowercase hex name, `wid` a world id).
 fn expected_key(rel: &str) -> bool {
     let hex = |s: &str| {
-        !s.is_empty() && s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        !s.is_empty()
+            && s.len().is_multiple_of(2)
+            && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     let wid = |s: &str| worldloom_cluster::ids::WorldId::parse(s).is_ok();
     let parts: Vec<&str> = rel.split('/').collect();

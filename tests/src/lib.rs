@@ -607,8 +607,8 @@ impl MemSampler {
         let thread = std::thread::spawn(move || {
             let t0 = std::time::Instant::now();
             let mut samples = Vec::new();
-            loop {
-                let Some(rss_kib) = rss_kib(pid) else { break };
+            // Until the process is gone or the sampler is stopped.
+            while let Some(rss_kib) = rss_kib(pid) {
                 samples.push(MemSample { secs: t0.elapsed().as_secs_f64(), rss_kib, tree_pss_kib: tree_pss_kib(pid) });
                 if flag.load(std::sync::atomic::Ordering::Relaxed) {
                     break;

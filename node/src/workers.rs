@@ -7,12 +7,17 @@
 //! the fewest jobs running, then of the one served longest ago, so a world
 //! whose plugin burns its whole budget on every call takes its share of the
 //! workers, not all of them, and another world's job is never queued behind
-//! a thousand of its jobs. All the queues together hold at most
-//! `queue_depth` waiting jobs; past that a job is refused as `busy`.
+//! a thousand of its jobs. A world whose jobs are heavy (a recent average of
+//! [`HEAVY_JOB`] or more) never takes the last free worker while it has one
+//! running: that worker stays free for another world's next job, which
+//! would otherwise wait for a whole heavy call to end (calls are not
+//! preempted). All the queues together hold at most `queue_depth` waiting
+//! jobs; past that a job is refused as `busy`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -103,16 +108,34 @@ impl Job {
     }
 }
 
+/// A key whose jobs recently took this long on average is heavy: with one
+/// of its jobs running it does not get the last free worker. An ordinary
+/// chunk, plugins included, takes well under a millisecond to a few
+/// milliseconds; a plugin burning its whole fuel budget takes about a
+/// second.
+pub const HEAVY_JOB: Duration = Duration::from_millis(25);
+
+/// How many keys' recent job costs are remembered once they are idle.
+const REMEMBERED_COSTS: usize = 1024;
+
 /// One queue per key, served fairly: [`FairQueue::pop`] takes the next job
 /// of the key with the fewest jobs running, ties going to the key served
-/// longest ago (a key that just became active counts as never served). At
-/// most `depth` jobs wait in all the queues together. A key is forgotten
-/// when it has nothing waiting or running, so the bookkeeping is bounded by
-/// the waiting and running jobs.
+/// longest ago (a key that just became active counts as never served). A
+/// heavy key ([`HEAVY_JOB`]) with a job running is passed over for the last
+/// of `workers` free workers. At most `depth` jobs wait in all the queues
+/// together. A key's queue is forgotten when it has nothing waiting or
+/// running; its recent job cost is remembered for the last
+/// [`REMEMBERED_COSTS`] keys, so a world that pauses between bursts is
+/// still known as heavy. The bookkeeping is bounded either way.
 pub(crate) struct FairQueue<K, J> {
     queues: HashMap<K, KeyQueue<J>>,
+    /// Each key's recent job cost (an exponential moving average, in
+    /// microseconds) and when it was last updated (`clock`).
+    costs: HashMap<K, (u64, u64)>,
     waiting: usize,
+    running: usize,
     depth: usize,
+    workers: usize,
     /// Counts pops, to order keys by when they were last served.
     clock: u64,
 }
@@ -124,8 +147,21 @@ struct KeyQueue<J> {
 }
 
 impl<K: std::hash::Hash + Eq + Clone, J> FairQueue<K, J> {
-    pub(crate) fn new(depth: usize) -> Self {
-        Self { queues: HashMap::new(), waiting: 0, depth: depth.max(1), clock: 0 }
+    /// Queues for `workers` workers, holding at most `depth` waiting jobs.
+    pub(crate) fn new(depth: usize, workers: usize) -> Self {
+        Self {
+            queues: HashMap::new(),
+            costs: HashMap::new(),
+            waiting: 0,
+            running: 0,
+            depth: depth.max(1),
+            workers: workers.max(1),
+            clock: 0,
+        }
+    }
+
+    fn heavy(&self, key: &K) -> bool {
+        self.costs.get(key).is_some_and(|&(us, _)| us >= HEAVY_JOB.as_micros() as u64)
     }
 
     /// Queues `job` under `key`; gives it back if `depth` jobs are already waiting.
@@ -145,10 +181,12 @@ impl<K: std::hash::Hash + Eq + Clone, J> FairQueue<K, J> {
     /// The next job to run, fairly across keys; it counts as running under
     /// its key until [`FairQueue::finished`].
     pub(crate) fn pop(&mut self) -> Option<(K, J)> {
+        // Taking the last free worker (with more than one): kept from heavy keys already running.
+        let last_worker = self.workers > 1 && self.running + 1 >= self.workers;
         let key = self
             .queues
             .iter()
-            .filter(|(_, q)| !q.jobs.is_empty())
+            .filter(|(k, q)| !q.jobs.is_empty() && !(last_worker && q.running > 0 && self.heavy(k)))
             .min_by_key(|(_, q)| (q.running, q.last_served))
             .map(|(k, _)| k.clone())?;
         self.clock += 1;
@@ -157,17 +195,41 @@ impl<K: std::hash::Hash + Eq + Clone, J> FairQueue<K, J> {
         q.running += 1;
         q.last_served = self.clock;
         self.waiting -= 1;
+        self.running += 1;
         Some((key, job))
     }
 
-    /// A job of `key` that [`FairQueue::pop`] gave out has finished.
-    pub(crate) fn finished(&mut self, key: &K) {
-        if let Some(q) = self.queues.get_mut(key) {
-            q.running = q.running.saturating_sub(1);
-            if q.running == 0 && q.jobs.is_empty() {
-                self.queues.remove(key);
-            }
+    /// A job of `key` that [`FairQueue::pop`] gave out has finished, after `cost`.
+    pub(crate) fn finished(&mut self, key: &K, cost: Duration) {
+        let Some(q) = self.queues.get_mut(key) else { return };
+        q.running = q.running.saturating_sub(1);
+        self.running = self.running.saturating_sub(1);
+        if q.running == 0 && q.jobs.is_empty() {
+            self.queues.remove(key);
         }
+        let us = u64::try_from(cost.as_micros()).unwrap_or(u64::MAX);
+        let clock = self.clock;
+        self.costs
+            .entry(key.clone())
+            .and_modify(|(avg, at)| {
+                // A quarter of the newest job: a world's cost follows what it does now.
+                *avg = *avg - *avg / 4 + us / 4;
+                *at = clock;
+            })
+            .or_insert((us, clock));
+        if self.costs.len() > REMEMBERED_COSTS {
+            // Forget the half updated longest ago, keeping every key that has queued or running jobs.
+            let mut stamps: Vec<u64> = self.costs.values().map(|&(_, at)| at).collect();
+            stamps.sort_unstable();
+            let cut = stamps[stamps.len() / 2];
+            let queues = &self.queues;
+            self.costs.retain(|k, &mut (_, at)| at > cut || queues.contains_key(k));
+        }
+    }
+
+    /// Whether any job waits.
+    fn has_waiting(&self) -> bool {
+        self.waiting > 0
     }
 
     /// Jobs waiting in all the queues.
@@ -204,9 +266,13 @@ impl Shared {
         }
     }
 
-    fn finished(&self, key: &QueueKey) {
+    fn finished(&self, key: &QueueKey, cost: Duration) {
         if let Ok(mut q) = self.queue.lock() {
-            q.jobs.finished(key);
+            q.jobs.finished(key, cost);
+            // A worker left free for another world may now take a job.
+            if q.jobs.has_waiting() {
+                self.ready.notify_one();
+            }
         }
     }
 }
@@ -232,7 +298,7 @@ impl WorkerPool {
     ) -> Self {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { jobs: FairQueue::new(queue_depth), closed: false }),
+            queue: Mutex::new(Queue { jobs: FairQueue::new(queue_depth, threads), closed: false }),
             ready: Condvar::new(),
         });
         for i in 0..threads {
@@ -325,8 +391,9 @@ fn work(shared: &Shared, runtime: Arc<dyn PluginRuntime>, metrics: &NodeMetrics)
     let mut plugins = runtime.worker();
     while let Some((key, job)) = shared.next() {
         metrics.queue_depth.dec();
+        let started = std::time::Instant::now();
         run(job, &mut plugins, &*runtime, metrics);
-        shared.finished(&key);
+        shared.finished(&key, started.elapsed());
     }
 }
 
@@ -377,7 +444,7 @@ mod tests {
 
     #[test]
     fn a_world_with_a_thousand_waiting_jobs_does_not_delay_another_worlds_one() {
-        let mut q = FairQueue::new(4096);
+        let mut q = FairQueue::new(4096, 64);
         for i in 0..1000 {
             q.push("a", i).unwrap();
         }
@@ -388,12 +455,12 @@ mod tests {
         assert_eq!(q.pop(), Some(("b", 0)));
         // ...and with both running one, the worlds alternate as workers free up.
         q.push("b", 1).unwrap();
-        q.finished(&"a");
+        q.finished(&"a", Duration::ZERO);
         assert_eq!(q.pop(), Some(("a", 1)));
-        q.finished(&"b");
+        q.finished(&"b", Duration::ZERO);
         assert_eq!(q.pop(), Some(("b", 1)));
         // Nothing else of b waits: a gets every free worker.
-        q.finished(&"b");
+        q.finished(&"b", Duration::ZERO);
         assert_eq!(q.pop(), Some(("a", 2)));
         assert_eq!(q.pop(), Some(("a", 3)));
         assert_eq!(q.waiting(), 996);
@@ -401,14 +468,14 @@ mod tests {
 
     #[test]
     fn between_idle_worlds_the_one_served_longest_ago_goes_first() {
-        let mut q = FairQueue::new(16);
+        let mut q = FairQueue::new(16, 64);
         for k in ["a", "b", "c"] {
             q.push(k, 0).unwrap();
             q.push(k, 1).unwrap();
         }
         let mut order = Vec::new();
         while let Some((k, _)) = q.pop() {
-            q.finished(&k);
+            q.finished(&k, Duration::ZERO);
             order.push(k);
         }
         // Each pop serves the world that waited longest since its last turn.
@@ -420,8 +487,76 @@ mod tests {
     }
 
     #[test]
+    fn a_heavy_world_running_a_job_leaves_the_last_free_worker_to_others() {
+        let mut q = FairQueue::new(64, 2);
+        for i in 0..10 {
+            q.push("heavy", i).unwrap();
+        }
+        // Not yet known as heavy: it takes both workers.
+        assert_eq!(q.pop(), Some(("heavy", 0)));
+        assert_eq!(q.pop(), Some(("heavy", 1)));
+        q.finished(&"heavy", Duration::from_secs(1));
+        // Now heavy with one job running: the free worker stays free...
+        assert_eq!(q.pop(), None, "the last free worker is kept from a heavy world");
+        // ...for another world's job, which takes it at once.
+        q.push("light", 0).unwrap();
+        assert_eq!(q.pop(), Some(("light", 0)));
+        q.finished(&"light", Duration::from_micros(300));
+        q.finished(&"heavy", Duration::from_secs(1));
+        // With nothing of it running, a heavy world gets a worker, but not the second.
+        assert_eq!(q.pop(), Some(("heavy", 2)));
+        assert_eq!(q.pop(), None);
+        // Another world's jobs take the free worker, one after another.
+        q.push("light", 1).unwrap();
+        q.push("light", 2).unwrap();
+        assert_eq!(q.pop(), Some(("light", 1)));
+        q.finished(&"light", Duration::from_micros(300));
+        assert_eq!(q.pop(), Some(("light", 2)));
+        // A light world with a job running still takes the last worker.
+        let mut q = FairQueue::new(64, 2);
+        for i in 0..3 {
+            q.push("light", i).unwrap();
+        }
+        assert_eq!(q.pop(), Some(("light", 0)));
+        q.finished(&"light", Duration::from_micros(300));
+        assert_eq!(q.pop(), Some(("light", 1)));
+        assert_eq!(q.pop(), Some(("light", 2)));
+        // A world's cost follows what it does now: a quarter of each new job.
+        let mut q = FairQueue::new(64, 2);
+        for i in 0..21 {
+            q.push("w", i).unwrap();
+            q.pop().unwrap();
+            q.finished(&"w", if i == 0 { Duration::from_secs(1) } else { Duration::ZERO });
+            if i == 0 {
+                assert!(q.heavy(&"w"));
+            }
+        }
+        assert!(!q.heavy(&"w"), "a world whose jobs got cheap is no longer heavy");
+        // A single worker is never kept free.
+        let mut one = FairQueue::new(8, 1);
+        one.push("heavy", 0).unwrap();
+        one.push("heavy", 1).unwrap();
+        assert_eq!(one.pop(), Some(("heavy", 0)));
+        one.finished(&"heavy", Duration::from_secs(1));
+        assert_eq!(one.pop(), Some(("heavy", 1)));
+    }
+
+    #[test]
+    fn job_costs_are_remembered_for_a_bounded_number_of_idle_worlds() {
+        let mut q = FairQueue::new(8, 2);
+        for k in 0..(3 * REMEMBERED_COSTS as u32) {
+            q.push(k, ()).unwrap();
+            q.pop().unwrap();
+            q.finished(&k, Duration::from_secs(1));
+        }
+        assert!(q.costs.len() <= REMEMBERED_COSTS, "{} costs kept", q.costs.len());
+        assert!(q.heavy(&(3 * REMEMBERED_COSTS as u32 - 1)), "the latest are kept");
+        assert!(q.queues.is_empty());
+    }
+
+    #[test]
     fn the_queues_together_hold_at_most_depth_jobs() {
-        let mut q = FairQueue::new(3);
+        let mut q = FairQueue::new(3, 64);
         q.push("a", 0).unwrap();
         q.push("b", 0).unwrap();
         q.push("c", 0).unwrap();
@@ -430,7 +565,7 @@ mod tests {
         // A running job does not count as waiting.
         let (k, _) = q.pop().unwrap();
         q.push("d", 0).unwrap();
-        q.finished(&k);
+        q.finished(&k, Duration::ZERO);
         assert_eq!(q.waiting(), 3);
     }
 

@@ -186,7 +186,7 @@ impl<K: std::hash::Hash + Eq + Clone, J> FairQueue<K, J> {
         let key = self
             .queues
             .iter()
-            .filter(|(k, q)| !q.jobs.is_empty() && !(last_worker && q.running > 0 && self.heavy(k)))
+            .filter(|(k, q)| !q.jobs.is_empty() && (!last_worker || q.running == 0 || !self.heavy(k)))
             .min_by_key(|(_, q)| (q.running, q.last_served))
             .map(|(k, _)| k.clone())?;
         self.clock += 1;

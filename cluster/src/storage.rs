@@ -361,6 +361,17 @@ impl FsFiles {
         Ok(placed)
     }
 
+    /// The object at `key`, whole: one open and one read of a buffer of the
+    /// file's size (`None` if there is none). Files are only ever put in
+    /// place complete, so this never sees a partial object.
+    fn read(&self, key: &Key) -> std::io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.target(key)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Create-if-absent where there are no hard links: check, then rename,
     /// under the lock file every process takes.
     fn create_locked(&self, key: &Key, value: &[u8]) -> std::io::Result<bool> {
@@ -569,6 +580,15 @@ pub fn open(uri: &str, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
 #[async_trait]
 impl ObjectStore for OpendalStore {
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        if let Some(fs) = &self.fs {
+            // Not through OpenDAL's fs reader, whose buffers cost a large
+            // zeroed allocation per read (2-4 ms of CPU per 13 KB chunk).
+            let (fs, k) = (fs.clone(), key.clone());
+            return Ok(blocking(key, "reading", move || fs.read(&k))
+                .await?
+                .map_err(|e| Error::storage_io(&e, format!("reading {key}")))?
+                .map(Bytes::from));
+        }
         match self.op.read(key.as_str()).await {
             Ok(buf) => Ok(Some(buf.to_bytes())),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),

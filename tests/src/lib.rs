@@ -191,7 +191,16 @@ pub fn spawn_role(args: &[&str], env: &[(String, String)], ready: &str) -> Proce
 /// Like [`spawn_role`]; with `capture`, the process's standard error is kept
 /// for [`Process::stderr_text`] instead of shown.
 pub fn spawn_role_with(args: &[&str], env: &[(String, String)], ready: &str, capture: bool) -> Process {
-    let mut child = Command::new(binary())
+    let mut command = Command::new(binary());
+    // The test's own knobs (`WORLDLOOM_SOAK_SECS`, ...) share the prefix of
+    // the server's settings, which refuses unknown ones: a server gets only
+    // the settings a test gives it.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WORLDLOOM_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command
         .args(args)
         .env("RUST_LOG", "warn")
         .env("WORLDLOOM_RUNTIME_DIR", worldloom_dir().join("runtime/python"))

@@ -450,11 +450,13 @@ async fn server_memory_stays_bounded_over_a_soak_of_create_stream_upload() {
     while t0.elapsed().as_secs_f64() < secs {
         let i = iterations;
         let body = if i % 2 == 0 {
-            // A new version with a new source: a new plugin for the sandboxes to load.
-            let version = format!("1.0.{i}");
+            // A new version with a new source: a new plugin for the sandboxes
+            // to load; a new plugin name every 50 versions (the workshop keeps
+            // at most 100 versions of a plugin).
+            let (name, version) = (format!("soak{}", i / 100), format!("1.0.{i}"));
             let source = format!("{IDENTITY}# version {i}\n");
-            upload_plugin(&base, &s.token, "soak", &version, &source).await;
-            json!({"name": format!("Soak {i}"), "seed": i, "plugins": [{"name": "soak", "version": version}]})
+            upload_plugin(&base, &s.token, &name, &version, &source).await;
+            json!({"name": format!("Soak {i}"), "seed": i, "plugins": [{"name": name, "version": version}]})
         } else {
             json!({"name": format!("Soak {i}"), "seed": i})
         };

@@ -1334,17 +1334,6 @@ async fn hostile_names_stay_inside_their_storage_prefix() {
 // ---------------------------------------------------------------------------
 // Tokens across accounts and coordinators.
 
-fn token_command(args: &[&str], data: &str) -> String {
-    let out = std::process::Command::new(worldloom_tests::binary())
-        .arg("token")
-        .args(args)
-        .args(["--data", data])
-        .output()
-        .expect("running worldloom token");
-    assert!(out.status.success(), "worldloom token {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 async fn status_and_json(req: reqwest::RequestBuilder) -> (u16, Value) {
     let res = req.send().await.expect("a response");
     let status = res.status().as_u16();
@@ -1369,8 +1358,8 @@ async fn tokens_are_per_account_and_a_revoked_token_fails_at_once_on_every_coord
     let _node = spawn_node("node-a", &[&c1.base, &c2.base], &data, &env);
     wait_for_nodes(&c1.base, &["node-a"]).await;
     wait_for_nodes(&c2.base, &["node-a"]).await;
-    let alice = token_command(&["create", "alice"], &data);
-    let bob = token_command(&["create", "bob"], &data);
+    let alice = worldloom_tests::token_command(&["create", "alice"], &data);
+    let bob = worldloom_tests::token_command(&["create", "bob"], &data);
     let http = client();
 
     let world = create_world(&c1.base, &bob, json!({"name": "Bob's", "seed": 408})).await;
@@ -1419,7 +1408,7 @@ async fn tokens_are_per_account_and_a_revoked_token_fails_at_once_on_every_coord
         let (status, j) = status_and_json(touch(base, &alice)).await;
         assert_eq!(status, 200, "{base}: {j}");
     }
-    token_command(&["revoke", "alice"], &data);
+    worldloom_tests::token_command(&["revoke", "alice"], &data);
     for base in [&c1.base, &c2.base] {
         let (status, j) = status_and_json(touch(base, &alice)).await;
         assert_eq!(status, 401, "{base}: the revoked token still works: {j}");

@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -79,17 +78,6 @@ async fn a_stream_whose_world_is_gone_ends_instead_of_spinning() {
     s.stop();
 }
 
-fn token_command(args: &[&str], data: &str) -> String {
-    let out = Command::new(worldloom_tests::binary())
-        .arg("token")
-        .args(args)
-        .args(["--data", data])
-        .output()
-        .expect("running worldloom token");
-    assert!(out.status.success(), "worldloom token {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// The atomic-write directories (each a store's own) below `root/.tmp`.
 fn tmp_dirs(root: &Path) -> Vec<std::path::PathBuf> {
     let mut dirs: Vec<_> = std::fs::read_dir(root.join(".tmp"))
@@ -118,9 +106,9 @@ async fn token_commands_against_a_running_servers_fs_data_leave_its_writes_alone
     let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
     std::fs::File::options().write(true).open(&in_progress).unwrap().set_modified(two_hours_ago).unwrap();
 
-    let bob = token_command(&["create", "bob"], &data);
-    let carol = token_command(&["create", "carol"], &data);
-    token_command(&["revoke", "carol"], &data);
+    let bob = worldloom_tests::token_command(&["create", "bob"], &data);
+    let carol = worldloom_tests::token_command(&["create", "carol"], &data);
+    worldloom_tests::token_command(&["revoke", "carol"], &data);
     assert!(in_progress.exists(), "a token command removed the running server's write in progress");
     assert!(owned[0].exists());
     // The server writes through its own directory and sees the new account at once.
@@ -134,7 +122,7 @@ async fn token_commands_against_a_running_servers_fs_data_leave_its_writes_alone
 
     // kill -9: the server's directory has no live owner, so the next open removes it.
     server.kill();
-    token_command(&["list"], &data);
+    worldloom_tests::token_command(&["list"], &data);
     assert!(!owned[0].exists(), "a dead server's atomic-write directory is removed at the next open");
 }
 

@@ -1,8 +1,9 @@
-"""A real S3-compatible server (moto) on an ephemeral loopback port, for tests.
+"""A real S3-compatible server (moto) on a loopback port, for tests.
 
-Prints `endpoint http://127.0.0.1:PORT` once the server answers, creates the
-buckets named on the command line, then serves until stdin closes (so it
-dies with the test process that started it).
+`moto_server.py [--port N] BUCKET...`: listens on port N (default 0: an
+ephemeral one), creates the buckets named on the command line, prints
+`endpoint http://127.0.0.1:PORT` once the server answers, then serves until
+stdin closes (so it dies with the test process that started it).
 """
 
 import sys
@@ -10,7 +11,11 @@ import sys
 import boto3
 from moto.server import ThreadedMotoServer
 
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+args = sys.argv[1:]
+listen = 0
+if args[:1] == ["--port"]:
+    listen, args = int(args[1]), args[2:]
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=listen, verbose=False)
 server.start()
 host, port = server.get_host_and_port()
 endpoint = f"http://{host}:{port}"
@@ -21,7 +26,7 @@ s3 = boto3.client(
     aws_secret_access_key="test",
     region_name="us-east-1",
 )
-for bucket in sys.argv[1:]:
+for bucket in args:
     s3.create_bucket(Bucket=bucket)
 print(f"endpoint {endpoint}", flush=True)
 sys.stdin.read()

@@ -329,6 +329,19 @@ pub async fn create_world(base: &str, token: &str, body: serde_json::Value) -> s
     json
 }
 
+/// Runs `worldloom token ARGS --data DATA` (an operator command, as against
+/// a running server's storage) and returns what it printed, trimmed.
+pub fn token_command(args: &[&str], data: &str) -> String {
+    let out = Command::new(binary())
+        .arg("token")
+        .args(args)
+        .args(["--data", data])
+        .output()
+        .expect("running worldloom token");
+    assert!(out.status.success(), "worldloom token {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// Uploads a plugin version to the workshop as the account of `token`; returns its metadata.
 pub async fn upload_plugin(base: &str, token: &str, name: &str, version: &str, source: &str) -> serde_json::Value {
     let body = serde_json::json!({"name": name, "version": version, "description": format!("{name} for tests"), "source": source});
@@ -482,26 +495,7 @@ pub struct S3Server {
 impl S3Server {
     /// Starts moto with the given buckets created. Needs the test virtualenv `scripts/test` installs.
     pub fn start(buckets: &[&str]) -> S3Server {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
-        let python = root.join(".worldloom/venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: scripts/test installs moto (the test S3 server) there",
-            python.display()
-        );
-        let mut child = Command::new(python)
-            .arg(root.join("tests/s3/moto_server.py"))
-            .args(buckets)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting moto");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("reading moto's endpoint");
-        let endpoint = line.trim().strip_prefix("endpoint ").unwrap_or_else(|| panic!("moto said {line:?}")).to_owned();
-        S3Server { endpoint, child }
+        S3Server::start_on(0, buckets)
     }
 
     /// Settings that reach this server.
@@ -700,26 +694,9 @@ impl S3Server {
             "{} is missing: scripts/test installs moto (the test S3 server) there",
             python.display()
         );
-        // tests/s3/moto_server.py with the port as its first argument.
-        const SCRIPT: &str = r#"
-import sys
-import boto3
-from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]), verbose=False)
-server.start()
-host, port = server.get_host_and_port()
-endpoint = f"http://{host}:{port}"
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
-for bucket in sys.argv[2:]:
-    s3.create_bucket(Bucket=bucket)
-print(f"endpoint {endpoint}", flush=True)
-sys.stdin.read()
-server.stop()
-"#;
         let mut child = Command::new(python)
-            .arg("-c")
-            .arg(SCRIPT)
-            .arg(port.to_string())
+            .arg(root.join("tests/s3/moto_server.py"))
+            .args(["--port", &port.to_string()])
             .args(buckets)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

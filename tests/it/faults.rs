@@ -772,13 +772,23 @@ async fn a_full_disk_is_a_clear_503_storage_full_and_leaves_no_partial_object() 
     assert_eq!(chunks.len(), 289);
     // Closed, so the revision below does not stream (and store) the square again.
     drop(s);
-    // To the last page.
+    // To the last page. Chunk writes still behind their answers fail on the
+    // full disk and remove their temporary files, freeing pages: top up
+    // until two top-ups in a row, 250 ms apart, find nothing left.
     let filler = mount.dir.0.join("filler");
     {
         use std::io::Write;
         let mut f = std::fs::File::create(&filler).unwrap();
-        while f.write_all(&[0u8; 4096]).is_ok() {}
-        let _ = f.sync_all();
+        let mut quiet = 0;
+        while quiet < 2 {
+            let mut pages = 0;
+            while f.write_all(&[0u8; 4096]).is_ok() {
+                pages += 1;
+            }
+            let _ = f.sync_all();
+            quiet = if pages == 0 { quiet + 1 } else { 0 };
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
     let r = http.post(format!("{}/v1/worlds", p.base)).bearer_auth(&token).json(&json!({"name": "More"})).send().await;
     let e = clear_error(r.unwrap(), 503, "storage_full", "POST /v1/worlds on a full disk").await;

@@ -5,36 +5,18 @@
 //!
 //! `cargo bench -p worldloom-sandbox --bench sandbox`
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use worldloom_plugin_abi::{HookInput, HookName, LayerBuffers};
+use worldloom_plugin_abi::{HookInput, HookName};
 use worldloom_sandbox::proto::TestHook;
 use worldloom_sandbox::{Engine, PluginRef, ResetStrategy, Sandbox, SandboxConfig, Supervisor, SupervisorConfig};
 
-const IDENTITY: &str = "def terrain(ctx, chunk):\n    return chunk\n";
+mod common;
 
-fn input() -> HookInput {
-    let n = 32 * 32;
-    HookInput {
-        hook: HookName::Terrain,
-        seed: 1,
-        cx: 0,
-        cz: 0,
-        size: 32,
-        random_seed: 7,
-        params: BTreeMap::new(),
-        layers: LayerBuffers {
-            height: (0..n).map(|i| i as f32).collect(),
-            temperature: vec![0.5; n],
-            moisture: vec![0.25; n],
-            biome: vec![1; n],
-        },
-    }
-}
+use common::{IDENTITY, input};
 
 fn status_kib(field: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

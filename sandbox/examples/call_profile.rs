@@ -6,33 +6,16 @@
 //!
 //! `cargo run --release -p worldloom-sandbox --example call_profile`
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use worldloom_plugin_abi::{HookInput, HookName, LayerBuffers, Limits};
+use worldloom_plugin_abi::{HookInput, Limits};
 use worldloom_sandbox::{CallProfile, Engine, Sandbox, SandboxConfig};
 
-const IDENTITY: &str = "def terrain(ctx, chunk):\n    return chunk\n";
+#[path = "../benches/common/mod.rs"]
+mod common;
 
-fn input() -> HookInput {
-    let n = 32 * 32;
-    HookInput {
-        hook: HookName::Terrain,
-        seed: 1,
-        cx: 0,
-        cz: 0,
-        size: 32,
-        random_seed: 7,
-        params: BTreeMap::new(),
-        layers: LayerBuffers {
-            height: (0..n).map(|i| i as f32).collect(),
-            temperature: vec![0.5; n],
-            moisture: vec![0.25; n],
-            biome: vec![1; n],
-        },
-    }
-}
+use common::{IDENTITY, input};
 
 fn minflt() -> i64 {
     // SAFETY: getrusage writes into the struct we pass.

@@ -43,6 +43,8 @@ fn profile(s: &mut Sandbox, inp: &HookInput, n: usize) {
     let (mut total, mut frame, mut turn, mut reset, mut scan, mut copy, mut protect, mut validate) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut faults, mut pages, mut runs, mut fuel) = (vec![], vec![], vec![], vec![]);
+    let mut parts: [Vec<Duration>; 3] = Default::default();
+    let mut part_fuel: [Vec<u64>; 3] = Default::default();
     for _ in 0..n {
         let f0 = minflt();
         let t = std::time::Instant::now();
@@ -59,9 +61,17 @@ fn profile(s: &mut Sandbox, inp: &HookInput, n: usize) {
         copy.push(p.reset_parts.copy);
         protect.push(p.reset_parts.protect);
         validate.push(p.validate);
+        for i in 0..3 {
+            parts[i].push(p.turn_parts[i]);
+            part_fuel[i].push(p.turn_fuel[i]);
+        }
         pages.push(p.reset_parts.pages);
         runs.push(p.reset_parts.runs);
     }
+    for f in &mut part_fuel {
+        f.sort();
+    }
+    let [before, body, after] = parts.map(|v| us(median(v)));
     faults.sort();
     pages.sort();
     runs.sort();
@@ -84,6 +94,12 @@ fn profile(s: &mut Sandbox, inp: &HookInput, n: usize) {
         runs[n / 2],
         fuel[n / 2]
     );
+    println!(
+        "  turn: until the input is answered {before:.1} us ({} fuel) | harness and hook {body:.1} us ({} fuel) | after the result {after:.1} us ({} fuel)",
+        part_fuel[0][n / 2],
+        part_fuel[1][n / 2],
+        part_fuel[2][n / 2]
+    );
 }
 
 /// Guest cost of one step: a plugin repeating `body` `reps` times in its hook,
@@ -91,7 +107,7 @@ fn profile(s: &mut Sandbox, inp: &HookInput, n: usize) {
 fn step_cost(engine: &Engine, inp: &HookInput, base: (Duration, u64), name: &str, setup: &str, body: &str) {
     let reps = 200;
     let src = format!(
-        "import numpy as np, random, json, struct\n{setup}\ndef terrain(ctx, chunk):\n    for _ in range({reps}):\n        {body}\n    return chunk\n"
+        "import numpy as np, random, json, struct, _host\n{setup}\ndef terrain(ctx, chunk):\n    for _ in range({reps}):\n        {body}\n    return chunk\n"
     );
     let mut s = engine.instantiate(name, &src).expect("step plugin loads");
     for _ in 0..5 {
@@ -107,7 +123,7 @@ fn step_cost(engine: &Engine, inp: &HookInput, base: (Duration, u64), name: &str
     }
     let t = median(v);
     println!(
-        "  {name:<34} {:>8.2} us  {:>8} fuel",
+        "  {name:<50} {:>8.2} us  {:>8} fuel",
         (us(t) - us(base.0)) / reps as f64,
         (fuel.saturating_sub(base.1)) / reps as u64
     );
@@ -150,9 +166,11 @@ fn main() {
     println!("guest cost per step (a plugin repeating it, minus the identity call):");
     let hdr = "HDR = json.dumps({'hook': 'terrain', 'seed': 1, 'cx': 0, 'cz': 0, 'size': 32, 'random_seed': 7, \
                'params': {}, 'biome_count': 13, 'limits': {'max_features': 4096, 'max_feature_properties': 16, \
-               'max_feature_string': 256}}).encode()\nRAW = b'WLI1' + struct.pack('<I', len(HDR)) + HDR + bytes(14 * 1024)";
+               'max_feature_string': 256}}).encode()\nRAW = b'WLI1' + struct.pack('<I', len(HDR)) + HDR + bytes(14 * 1024)\n\
+               import __main__ as M\nFRAME = M._WL_HEAD.pack(b'WLI2', 1, 0, 13, 32, 1, 0, 0, 7, 4096, 16, 256, 0) + bytes(14 * 1024)";
     for (name, body) in [
-        ("json header parse", "json.loads(RAW[8:8 + len(HDR)])"),
+        ("JSON header parse (the frame before 2026-12-03)", "json.loads(RAW[8:8 + len(HDR)])"),
+        ("binary header parse (_wl_header)", "M._wl_header(FRAME)"),
         (
             "one layer frombuffer+reshape+copy",
             "np.frombuffer(RAW, dtype='<f4', count=1024, offset=8 + len(HDR)).reshape(32, 32).copy()",
@@ -166,8 +184,16 @@ fn main() {
         ("height result: astype+isfinite+tobytes", "a = chunk.height.astype('<f4'); np.isfinite(a).all(); a.tobytes()"),
         ("result frame concat (4 KiB)", "b'out' + b'WLO1' + bytes((0,)) + B4"),
         ("bytes copy of the 14 KiB input", "bytes(RAW_BA)"),
+        ("door: the input frame (_host.call(b'in'))", "_host.call(b'in')"),
+        ("compile of 'pass'", "compile('pass', '<string>', 'exec')"),
+        ("compile of the turn source", "compile('_wl_call()', '<string>', 'exec')"),
+        ("exec of a compiled no-op call", "exec(NOP, G)"),
+        ("harness: ctx and chunk, hook, result (_wl_run)", "M._wl_hooks.setdefault('biome', IDB); M._wl_run(FRAME)"),
     ] {
-        let setup = format!("{hdr}\nB4 = bytes(4096)\nRAW_BA = bytearray(RAW)");
+        let setup = format!(
+            "{hdr}\nB4 = bytes(4096)\nRAW_BA = bytearray(RAW)\nG = {{'f': lambda: None}}\nNOP = compile('f()', '<string>', 'exec')\n\
+             IDB = lambda ctx, chunk: chunk"
+        );
         step_cost(&engine, &inp, base, name, &setup, body);
     }
 }

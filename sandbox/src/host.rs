@@ -145,6 +145,10 @@ pub struct Outcome {
     pub oversized: Option<u64>,
     /// The guest sent a second result frame.
     pub duplicate: bool,
+    /// When the guest asked for its input, and when it handed over its
+    /// result (for the call profile): time and fuel left.
+    pub asked_input: Option<(std::time::Instant, u64)>,
+    pub handed_result: Option<(std::time::Instant, u64)>,
 }
 
 /// Everything the imports of one instance share. Reset at the start of
@@ -220,6 +224,10 @@ impl HostState {
             return Err(trap(HostTrap::PastDeadline));
         }
         Ok(())
+    }
+
+    fn mark(&self) -> (std::time::Instant, u64) {
+        (std::time::Instant::now(), self.fuel.map_or(0, FuelCell::left))
     }
 
     /// Takes `n` fuel from the running turn, or stops it.
@@ -598,6 +606,7 @@ fn door(mut env: FunctionEnvMut<HostState>, ptr: i32, len: i32, out_pp: i32, out
             return Ok(DOOR_FAULT);
         }
         st.outcome.frame = Some(body);
+        st.outcome.handed_result = Some(st.mark());
         return respond(&mut env, &[], out_pp, out_lp);
     }
     if len > SMALL_REQUEST {
@@ -613,7 +622,10 @@ fn door(mut env: FunctionEnvMut<HostState>, ptr: i32, len: i32, out_pp: i32, out
         _ => return Ok(DOOR_FAULT),
     };
     st.charge((answer.len() as u64).saturating_mul(HOST_BYTE_FUEL))?;
-    respond(&mut env, &answer, out_pp, out_lp)
+    let answered = respond(&mut env, &answer, out_pp, out_lp);
+    let st = env.data_mut();
+    st.outcome.asked_input = Some(st.mark());
+    answered
 }
 
 /// Copies `data` into a fresh guest buffer (`host_alloc`, re-entering the

@@ -49,6 +49,14 @@ pub struct CallProfile {
     pub reset_parts: ResetProfile,
     /// Classifying the outcome and validating the result body.
     pub validate: Duration,
+    /// The turn split at the guest's two door requests: from the turn's
+    /// start until its input was answered (the runner compiling the turn's
+    /// source, the harness asking), from then until it handed over its
+    /// result (the harness and the hook), and from then until the turn
+    /// returned. Zero when the guest did not ask or hand over.
+    pub turn_parts: [Duration; 3],
+    /// The fuel of the same three parts.
+    pub turn_fuel: [u64; 3],
 }
 
 /// One warm interpreter with a plugin loaded. `Send`; used by one thread at
@@ -310,6 +318,12 @@ impl Sandbox {
         let t_classify = Instant::now();
         self.profile.reset = t_classify - t_reset;
         let tr = turn?;
+        if let (Some((t_in, f_in)), Some((t_out, f_out))) = (tr.outcome.asked_input, tr.outcome.handed_result) {
+            let f_end = self.limits.fuel.saturating_sub(tr.fuel_used);
+            self.profile.turn_parts = [t_in - t_turn, t_out - t_in, t_reset.saturating_duration_since(t_out)];
+            self.profile.turn_fuel =
+                [self.limits.fuel.saturating_sub(f_in), f_in.saturating_sub(f_out), f_out.saturating_sub(f_end)];
+        }
         let stats =
             CallStats { wall_us: tr.wall.as_micros() as u64, fuel: tr.fuel_used, memory_bytes: tr.memory_bytes };
         let result = validate::classify(&tr, &self.limits, Phase::Call);

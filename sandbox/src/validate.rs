@@ -36,27 +36,6 @@ fn invalid_input(msg: impl Into<String>) -> SandboxError {
     SandboxError::new(SandboxErrorKind::InvalidInput, msg)
 }
 
-/// The input frame's JSON header.
-#[derive(serde::Serialize)]
-struct Header<'a> {
-    hook: &'a str,
-    seed: u64,
-    cx: i32,
-    cz: i32,
-    size: u32,
-    random_seed: u64,
-    params: &'a BTreeMap<String, Value>,
-    biome_count: u16,
-    limits: HeaderLimits,
-}
-
-#[derive(serde::Serialize)]
-struct HeaderLimits {
-    max_features: u32,
-    max_feature_properties: u32,
-    max_feature_string: u32,
-}
-
 /// Encodes a hook input as an input frame (see `plugin_abi::frame`).
 pub fn input_frame(input: &HookInput, biome_count: u16, limits: &Limits) -> Result<Vec<u8>, SandboxError> {
     let size = input.size;
@@ -82,29 +61,35 @@ pub fn input_frame(input: &HookInput, biome_count: u16, limits: &Limits) -> Resu
             return Err(invalid_input(format!("parameter {k} is not finite")));
         }
     }
-    let header = Header {
-        hook: input.hook.as_str(),
-        seed: input.seed,
-        cx: input.cx,
-        cz: input.cz,
-        size,
-        random_seed: input.random_seed,
-        params: &input.params,
-        biome_count,
-        limits: HeaderLimits {
-            max_features: limits.max_features,
-            max_feature_properties: limits.max_feature_properties,
-            max_feature_string: limits.max_feature_string,
-        },
+    let hook = match input.hook {
+        HookName::Terrain => 0u8,
+        HookName::Biome => 1,
+        HookName::Features => 2,
     };
-    // The header is written in place (its length patched in after), with
-    // the layers appended to the same buffer: one allocation per frame.
-    let mut buf = Vec::with_capacity(8 + 256 + n * 14);
+    // The fixed header is written in place and the parameters' JSON (only
+    // if there are any) after it, its length patched in; the layers are
+    // appended to the same buffer: one allocation per frame.
+    let mut buf = Vec::with_capacity(frame::INPUT_HEADER_LEN + 256 + n * 14);
     buf.extend_from_slice(frame::INPUT_MAGIC);
+    buf.extend_from_slice(&[hook, 0]);
+    buf.extend_from_slice(&biome_count.to_le_bytes());
+    buf.extend_from_slice(&size.to_le_bytes());
+    buf.extend_from_slice(&input.seed.to_le_bytes());
+    buf.extend_from_slice(&input.cx.to_le_bytes());
+    buf.extend_from_slice(&input.cz.to_le_bytes());
+    buf.extend_from_slice(&input.random_seed.to_le_bytes());
+    for v in [limits.max_features, limits.max_feature_properties, limits.max_feature_string] {
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
     buf.extend_from_slice(&[0; 4]);
-    serde_json::to_writer(&mut buf, &header).map_err(|e| invalid_input(format!("encoding the input header: {e}")))?;
-    let header_len = (buf.len() - 8) as u32;
-    buf[4..8].copy_from_slice(&header_len.to_le_bytes());
+    debug_assert_eq!(buf.len(), frame::INPUT_HEADER_LEN);
+    if !input.params.is_empty() {
+        serde_json::to_writer(&mut buf, &input.params)
+            .map_err(|e| invalid_input(format!("encoding the parameters: {e}")))?;
+    }
+    let params_len = u32::try_from(buf.len() - frame::INPUT_HEADER_LEN)
+        .map_err(|_| invalid_input("the parameters are longer than 4 GiB"))?;
+    buf[frame::INPUT_HEADER_LEN - 4..frame::INPUT_HEADER_LEN].copy_from_slice(&params_len.to_le_bytes());
     frame::put_f32s(&mut buf, &l.height);
     frame::put_f32s(&mut buf, &l.temperature);
     frame::put_f32s(&mut buf, &l.moisture);

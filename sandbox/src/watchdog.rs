@@ -57,6 +57,12 @@ impl FuelCell {
         unsafe { self.0.as_ref() }.store(0, Ordering::SeqCst);
     }
 
+    /// Units left (for the profile's marks; a running turn's own thread).
+    pub fn left(self) -> u64 {
+        // SAFETY: as for `zero`: only called by host functions of a running turn.
+        unsafe { self.0.as_ref() }.load(Ordering::SeqCst) as u64
+    }
+
     /// Takes `n` units (the counter is unsigned) if that many are left;
     /// otherwise leaves 0 and returns false. Used by host calls, which run
     /// on the guest's own thread; the compare-and-swap never overwrites a

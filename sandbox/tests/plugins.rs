@@ -371,6 +371,29 @@ fn same_input_gives_identical_output_and_log_across_calls_sandboxes_and_strategi
 }
 
 #[test]
+fn generators_a_plugin_never_names_are_not_seeded_but_stay_deterministic() {
+    // The global `random` and `np.random` are seeded per call only for a
+    // plugin whose source mentions them; reached under a computed name they
+    // give the snapshot's numbers: the same on every call and sandbox.
+    let inp = input(HookName::Terrain);
+    let mut other = inp.clone();
+    other.random_seed = 99;
+    let first = {
+        let mut s = load("unnamed_generators.py");
+        [s.call(&inp), s.call(&other), s.call(&inp)].map(|r| heights(&r)[..2].to_vec())
+    };
+    assert_eq!(first[0], first[1], "not seeded from the call's seed");
+    assert_eq!(first[0], first[2]);
+    for strategy in [ResetStrategy::Overlay, ResetStrategy::FreshInstance] {
+        let mut s = load_with(engine(), "unnamed_generators.py", strategy);
+        assert_eq!(heights(&s.call(&inp))[..2], first[0][..], "{strategy:?}");
+    }
+    // The probe, which names them, is seeded per call (see above).
+    let mut probe = load("determinism_probe.py");
+    assert_ne!(probe.call(&inp).log, probe.call(&other).log);
+}
+
+#[test]
 fn sandboxes_run_in_parallel_threads_and_move_between_threads() {
     let inp = input(HookName::Terrain);
     let mut base = load("features_trees.py");

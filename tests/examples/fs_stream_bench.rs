@@ -43,6 +43,36 @@ fn cpu_seconds(pid: &str) -> f64 {
     ns as f64 / 1e9
 }
 
+/// The server's thread groups, by thread name, as the fresh phase reports them.
+const GROUPS: [&str; 5] = ["generation", "event loops", "blocking pool", "write-behind", "other"];
+
+fn group_of(comm: &str) -> usize {
+    match comm {
+        c if c.starts_with("worldloom-gen") => 0,
+        c if c.starts_with("actix-rt") => 1,
+        "tokio-rt-worker" => 2,
+        "worldloom-store" => 3,
+        _ => 4,
+    }
+}
+
+/// CPU seconds so far of each of the [`GROUPS`] of process `pid`'s threads.
+fn cpu_by_group(pid: &str) -> [f64; 5] {
+    let mut out = [0.0; 5];
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for t in tasks.flatten() {
+        let (Ok(comm), Ok(stat)) =
+            (std::fs::read_to_string(t.path().join("comm")), std::fs::read_to_string(t.path().join("schedstat")))
+        else {
+            continue;
+        };
+        if let Some(ns) = stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()) {
+            out[group_of(comm.trim())] += ns as f64 / 1e9;
+        }
+    }
+    out
+}
+
 /// The `worldloom` server this bench started (a child of this process).
 fn server_pid() -> String {
     let me = std::process::id().to_string();
@@ -72,18 +102,21 @@ struct Cost {
     server_us: f64,
     client_us: f64,
     machine_busy: f64,
+    /// The server's CPU per chunk by thread group ([`GROUPS`]).
+    groups_us: [f64; 5],
 }
 
 /// Runs `phase` (which returns the client's rate and CPU seconds) and measures what it cost.
 fn measured(server: &str, phase: impl FnOnce() -> (f64, f64)) -> (f64, Cost) {
-    let (s0, m0) = (cpu_seconds(server), machine_ticks());
+    let (s0, g0, m0) = (cpu_seconds(server), cpu_by_group(server), machine_ticks());
     let (rate, client_cpu) = phase();
-    let (s1, m1) = (cpu_seconds(server), machine_ticks());
+    let (s1, g1, m1) = (cpu_seconds(server), cpu_by_group(server), machine_ticks());
     let per = 1e6 / CHUNKS as f64;
     let cost = Cost {
         server_us: (s1 - s0) * per,
         client_us: client_cpu * per,
         machine_busy: (m1.0 - m0.0) / (m1.1 - m0.1).max(1.0),
+        groups_us: std::array::from_fn(|i| (g1[i] - g0[i]) * per),
     };
     (rate, cost)
 }
@@ -93,6 +126,7 @@ fn median_cost(v: &[Cost]) -> Cost {
         server_us: median(v.iter().map(|c| c.server_us).collect()),
         client_us: median(v.iter().map(|c| c.client_us).collect()),
         machine_busy: median(v.iter().map(|c| c.machine_busy).collect()),
+        groups_us: std::array::from_fn(|i| median(v.iter().map(|c| c.groups_us[i]).collect())),
     }
 }
 
@@ -239,6 +273,10 @@ async fn main() {
         fresh_cost.server_us,
         fresh_cost.client_us,
         100.0 * fresh_cost.machine_busy
+    );
+    println!(
+        "  the server's CPU per fresh chunk by thread: {}",
+        GROUPS.iter().zip(fresh_cost.groups_us).map(|(g, us)| format!("{g} {us:.0} us")).collect::<Vec<_>>().join(", ")
     );
     println!("the same square again, new socket: {cached:.0} chunks/s ({:.0} us per chunk)", 1e6 / cached);
     println!("the square fully in storage (from the first request to the last file): {writes:.0} chunks/s");

@@ -34,13 +34,7 @@ const CHUNKS: usize = ((2 * RADIUS + 1) * (2 * RADIUS + 1)) as usize;
 
 /// CPU time so far of every thread of process `pid` (`/proc/PID/task/*/schedstat`), seconds.
 fn cpu_seconds(pid: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
-    let ns: u64 = tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
-        .sum();
-    ns as f64 / 1e9
+    cpu_by_group(pid).iter().sum()
 }
 
 /// The server's thread groups, by thread name, as the fresh phase reports them.
@@ -108,9 +102,10 @@ struct Cost {
 
 /// Runs `phase` (which returns the client's rate and CPU seconds) and measures what it cost.
 fn measured(server: &str, phase: impl FnOnce() -> (f64, f64)) -> (f64, Cost) {
-    let (s0, g0, m0) = (cpu_seconds(server), cpu_by_group(server), machine_ticks());
+    let (g0, m0) = (cpu_by_group(server), machine_ticks());
     let (rate, client_cpu) = phase();
-    let (s1, g1, m1) = (cpu_seconds(server), cpu_by_group(server), machine_ticks());
+    let (g1, m1) = (cpu_by_group(server), machine_ticks());
+    let (s0, s1): (f64, f64) = (g0.iter().sum(), g1.iter().sum());
     let per = 1e6 / CHUNKS as f64;
     let cost = Cost {
         server_us: (s1 - s0) * per,

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use opendal::Operator;
 use serde::{Deserialize, Serialize};
-use worldloom_worldgen::ChunkCoord;
+use worldloom_worldgen::{ChunkCoord, RegionCoord};
 
 use crate::error::{Error, Result};
 use crate::ids::WorldId;
@@ -53,9 +53,23 @@ impl Key {
         Key(format!("worlds/{id}"))
     }
 
-    /// A generated chunk of one world revision.
+    /// A generated chunk of one world revision, in its region's directory
+    /// (so what storage holds of one region is one listing away:
+    /// [`Key::chunk_region`]).
     pub fn chunk(world: &WorldId, revision: u32, c: ChunkCoord) -> Key {
-        Key(format!("chunks/{world}/r{revision}/{}_{}", c.cx, c.cz))
+        let r = c.region();
+        Key(format!("chunks/{world}/r{revision}/{}_{}/{}_{}", r.rx, r.rz, c.cx, c.cz))
+    }
+
+    /// The prefix of every chunk of one region of a world revision.
+    pub fn chunk_region(world: &WorldId, revision: u32, r: RegionCoord) -> Key {
+        Key(format!("chunks/{world}/r{revision}/{}_{}/", r.rx, r.rz))
+    }
+
+    /// The coordinate of a key made by [`Key::chunk`].
+    pub fn chunk_coord(&self) -> Option<ChunkCoord> {
+        let (cx, cz) = self.0.strip_prefix("chunks/")?.rsplit('/').next()?.split_once('_')?;
+        Some(ChunkCoord::new(cx.parse().ok()?, cz.parse().ok()?))
     }
 
     /// A plugin source, addressed by the lowercase hex SHA-256 of its bytes.
@@ -249,18 +263,23 @@ pub struct OpendalStore {
 }
 
 /// Writes the fs backend runs at once (the node's write behind): creates
-/// take no lock, so they overlap (and so do the `fsync`s of acknowledged
-/// data, which the file system's journal commits together).
-const FS_WRITE_CONCURRENCY: usize = 8;
+/// take no lock, so they may overlap. Two, measured (BENCHMARKS.md "Storage
+/// on the hot path"): more lanes only contend in the kernel (the
+/// directory's lock, the inode allocator) and take CPU from generation;
+/// fewer cannot keep up with a fresh stream.
+const FS_WRITE_CONCURRENCY: usize = 2;
 
 /// Writes on `fs://` made with plain system calls rather than through
 /// OpenDAL, for create-if-absent without a lock: each object is first
 /// written whole to a new file in this store's own atomic-write directory
 /// (on the same file system), then put in place with `link(2)`, which fails
 /// with `EEXIST` if the name exists - atomically, for every process on the
-/// machine - or `rename(2)` to replace. A reader opens either nothing or a
-/// complete file; a writer killed midway leaves only a temporary file in its
-/// own directory, removed when the next store opens.
+/// machine - or `rename(2)` to replace. Creates, where the file system has
+/// `O_TMPFILE`, skip the temporary name: the file is made unnamed in the
+/// target's directory and linked into place (`FsFiles::create_unnamed`). A
+/// reader opens either nothing or a complete file; a writer killed midway
+/// leaves nothing (an unnamed file) or only a temporary file in its own
+/// directory, removed when the next store opens.
 #[derive(Debug)]
 struct FsFiles {
     root: std::path::PathBuf,
@@ -270,6 +289,10 @@ struct FsFiles {
     /// Set when the file system turned out to have no hard links (`EPERM`,
     /// `EXDEV`, `EOPNOTSUPP`): creates then check-then-rename under the lock file.
     no_links: std::sync::atomic::AtomicBool,
+    /// Set when unnamed files (`O_TMPFILE`, then `linkat` through
+    /// `/proc/self/fd`) turned out not to work here: creates then go
+    /// through a named temporary file in `tmp`.
+    no_unnamed: std::sync::atomic::AtomicBool,
 }
 
 /// How a temporary file is put in place.
@@ -344,11 +367,74 @@ impl FsFiles {
         Ok(())
     }
 
+    /// Creates `value` at `target` if the name is free, from a file that
+    /// never had a name before: opened with `O_TMPFILE` in the target's own
+    /// directory, written (and forced to disk if `durable`), then given its
+    /// name with `linkat(2)` through `/proc/self/fd`, which fails with
+    /// `EEXIST` atomically like `link(2)`. One directory operation per
+    /// create instead of three (the temporary name's create, the link, the
+    /// unlink), and a writer killed midway leaves nothing at all: the
+    /// kernel frees an unnamed file when its last descriptor closes.
+    /// `Ok(None)`: this file system (or a missing `/proc`) does not allow
+    /// it; the caller falls back to a named temporary file.
+    fn create_unnamed(&self, value: &[u8], target: &Path, durable: bool) -> std::io::Result<Option<(bool, bool)>> {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
+        let parent = target.parent().ok_or_else(|| std::io::Error::other("an object key without a directory"))?;
+        let open = || std::fs::OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).mode(0o644).open(parent);
+        let (mut f, created_dirs) = match open() {
+            Ok(f) => (f, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(parent)?;
+                (open()?, true)
+            }
+            // No O_TMPFILE here (`EOPNOTSUPP`; `EISDIR` or `EINVAL` on kernels older than 3.11).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        f.write_all(value)?;
+        if durable {
+            f.sync_all()?;
+        }
+        let from = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("no NUL in a number");
+        let to = std::ffi::CString::new(target.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::other("a NUL byte in an object path"))?;
+        // SAFETY: two NUL-terminated paths that outlive the call; `f` stays open across it.
+        let linked = unsafe {
+            libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+        };
+        if linked == 0 {
+            return Ok(Some((true, created_dirs)));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EEXIST) => Ok(Some((false, created_dirs))),
+            // No /proc to name the descriptor through.
+            Some(libc::ENOENT) if !Path::new("/proc/self/fd").exists() => Ok(None),
+            _ => Err(e),
+        }
+    }
+
     /// Writes `value` at `key` whole: `Create` only if absent (`false` if
     /// the object exists), `Replace` atomically over what is there.
     fn write(&self, key: &Key, value: &[u8], how: Place) -> std::io::Result<bool> {
         let durable = !key.is_derived();
         let target = self.target(key);
+        if how == Place::Create && !self.no_unnamed.load(std::sync::atomic::Ordering::Relaxed) {
+            match self.create_unnamed(value, &target, durable)? {
+                Some((placed, created_dirs)) => {
+                    if placed && durable {
+                        self.sync_dirs(&target, created_dirs)?;
+                    }
+                    return Ok(placed);
+                }
+                None => self.no_unnamed.store(true, std::sync::atomic::Ordering::Relaxed),
+            }
+        }
         let temp = self.temp_file(value, durable)?;
         let placed = self.place(&temp, &target, how);
         // After a link the temporary name is a second name of the object's
@@ -518,6 +604,7 @@ fn open_fs(path: &str) -> Result<OpendalStore> {
             tmp: own,
             seq: std::sync::atomic::AtomicU64::new(0),
             no_links: std::sync::atomic::AtomicBool::new(false),
+            no_unnamed: std::sync::atomic::AtomicBool::new(false),
         })),
     })
 }
@@ -918,9 +1005,33 @@ mod tests {
     async fn two_stores_racing_creates_on_one_directory_have_one_whole_winner_per_key() {
         let dir = std::env::temp_dir().join(format!("wl-store-race2-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let uri = format!("fs://{}", dir.display());
-        let (a, b) = (open(&uri, &S3Settings::default()).unwrap(), open(&uri, &S3Settings::default()).unwrap());
+        let (a, b) = (open_fs(dir.to_str().unwrap()).unwrap(), open_fs(dir.to_str().unwrap()).unwrap());
+        let files = [a.fs.clone().unwrap(), b.fs.clone().unwrap()];
+        let (a, b): (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>) = (Arc::new(a), Arc::new(b));
         assert!(a.write_concurrency() > 1, "creates on fs take no lock, so they may overlap");
+        race_creates(a, b, &dir).await;
+        for f in files {
+            // This machine's file system has O_TMPFILE: the fast path was the one tested.
+            assert!(!f.no_unnamed.load(std::sync::atomic::Ordering::SeqCst), "creates used unnamed files");
+            assert!(!f.no_links.load(std::sync::atomic::Ordering::SeqCst), "and linked them without the lock file");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Where unnamed files (`O_TMPFILE`) are not available, creates write a
+    /// named temporary file and link it: the same contract, still lock-free.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_unnamed_files_creates_link_a_named_temporary_file_and_keep_the_contract() {
+        let dir = std::env::temp_dir().join(format!("wl-store-named-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let stores: Vec<OpendalStore> = (0..2).map(|_| open_fs(dir.to_str().unwrap()).unwrap()).collect();
+        for s in &stores {
+            s.fs.as_ref().unwrap().no_unnamed.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert!(s.write_concurrency() > 1);
+        }
+        let mut stores = stores.into_iter().map(|s| Arc::new(s) as Arc<dyn ObjectStore>);
+        let (a, b) = (stores.next().unwrap(), stores.next().unwrap());
+        exercise(a.clone()).await;
         race_creates(a, b, &dir).await;
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -1064,6 +1175,19 @@ mod tests {
             assert_eq!(e.kind, ErrorKind::Invalid, "{uri}");
             assert!(e.message.contains("fs://PATH"), "{e}");
         }
+    }
+
+    #[test]
+    fn chunk_keys_sit_in_their_regions_directory_and_name_their_coordinate() {
+        let world = WorldId::parse("w00112233445566aa").unwrap();
+        for (cx, cz) in [(0, 0), (15, 16), (-1, -17), (-10_000_000, 9_999_999), (i32::MIN, i32::MAX)] {
+            let c = ChunkCoord::new(cx, cz);
+            let key = Key::chunk(&world, 3, c);
+            assert!(key.as_str().starts_with(Key::chunk_region(&world, 3, c.region()).as_str()), "{key}");
+            assert_eq!(key.chunk_coord(), Some(c), "{key}");
+        }
+        assert_eq!(Key::chunk(&world, 0, ChunkCoord::new(-1, 16)).as_str(), "chunks/w00112233445566aa/r0/-1_1/-1_16");
+        assert_eq!(Key::world(&world).chunk_coord(), None);
     }
 
     #[test]

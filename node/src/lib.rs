@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod pipeline;
 pub mod plugins;
+pub mod regions;
 pub mod server;
 pub mod workers;
 
@@ -56,6 +57,9 @@ pub struct Node {
     /// Where writes behind run: a thread of the node's own, so they outlive
     /// the HTTP server's event loops (whose tasks end with them at a stop).
     writer: Option<Writer>,
+    /// Which chunks storage holds, by region: a fresh chunk is generated
+    /// without a read that would miss.
+    stored_regions: regions::StoredRegions,
     metrics: Arc<NodeMetrics>,
 }
 
@@ -163,6 +167,7 @@ impl Node {
             write_slots: (slots > 0).then(|| (Arc::new(tokio::sync::Semaphore::new(slots as usize)), slots)),
             write_lanes: Arc::new(tokio::sync::Semaphore::new(lanes)),
             writer: (slots > 0).then(Writer::start),
+            stored_regions: regions::StoredRegions::default(),
             metrics,
         })
     }
@@ -228,7 +233,8 @@ impl Node {
             self.metrics.chunks_from_storage.inc();
             return Ok(ChunkBytes { envelope, generated: false, stored: true });
         }
-        if let Some(envelope) = self.stored(&key, &spec, coord).await? {
+        let may_be_stored = self.stored_regions.may_hold(self.store.as_ref(), &spec.world, spec.revision, coord).await;
+        if may_be_stored && let Some(envelope) = self.stored(&key, &spec, coord).await? {
             self.metrics.chunks_from_storage.inc();
             self.chunks.lock().expect("cache lock").put(key, envelope.clone());
             return Ok(ChunkBytes { envelope, generated: false, stored: true });
@@ -339,6 +345,7 @@ impl Node {
                 return Ok((bytes, false));
             }
         };
+        self.stored_regions.stored(&spec.world, spec.revision, coord);
         self.chunks.lock().expect("cache lock").put(key.clone(), kept.0.clone());
         Ok(kept)
     }
@@ -454,6 +461,7 @@ mod tests {
         inner: Arc<dyn ObjectStore>,
         rival: Option<Bytes>,
         gets: AtomicUsize,
+        lists: AtomicUsize,
         creates: AtomicUsize,
         gate: Option<(usize, Arc<tokio::sync::Semaphore>)>,
         active: AtomicUsize,
@@ -466,6 +474,7 @@ mod tests {
                 inner,
                 rival,
                 gets: AtomicUsize::new(0),
+                lists: AtomicUsize::new(0),
                 creates: AtomicUsize::new(0),
                 gate: None,
                 active: AtomicUsize::new(0),
@@ -508,6 +517,7 @@ mod tests {
             self.inner.put_if(key, value, expected).await
         }
         async fn list(&self, prefix: &Key) -> Result<Vec<Key>> {
+            self.lists.fetch_add(1, Ordering::SeqCst);
             self.inner.list(prefix).await
         }
         async fn delete(&self, key: &Key) -> Result<()> {
@@ -535,6 +545,37 @@ mod tests {
     fn node_with(store: Arc<dyn ObjectStore>, pending_writes: usize, cache: u64) -> Arc<Node> {
         let settings = NodeSettings { pending_writes, chunk_cache_bytes: cache, ..NodeSettings::default() };
         Node::start_with(store, Arc::new(NoRuntime), 1, &settings, Metrics::new(true, false).node())
+    }
+
+    /// A fresh region costs one listing of storage, not a read that misses
+    /// before every chunk; a node started later on the same storage lists
+    /// the region once and reads each chunk it names, generating none.
+    #[tokio::test]
+    async fn a_fresh_region_is_listed_once_and_its_chunks_are_generated_without_reads() {
+        let store = Arc::new(Spy::new(storage::open("memory://", &Default::default()).unwrap(), None));
+        let node = node_with(store.clone(), 0, 0);
+        // 20 chunks of region (0, 0) and 5 of region (-1, 0).
+        let coords: Vec<ChunkCoord> = (0..20)
+            .map(|i| ChunkCoord::new(i % 16, i / 16))
+            .chain((0..5).map(|i| ChunkCoord::new(-1 - i, 3)))
+            .collect();
+        let mut first = Vec::new();
+        for &c in &coords {
+            first.push(node.chunk(spec(), c).await.unwrap().envelope);
+        }
+        assert_eq!(store.lists.load(Ordering::SeqCst), 2, "one listing per region");
+        assert_eq!(store.gets.load(Ordering::SeqCst), 0, "no read before generating a chunk of a fresh region");
+        assert_eq!(store.creates.load(Ordering::SeqCst), coords.len());
+        assert_eq!(node.metrics().chunks_generated.get(), coords.len() as u64);
+
+        let store = Arc::new(Spy::new(store.inner.clone(), None));
+        let later = node_with(store.clone(), 0, 0);
+        for (&c, want) in coords.iter().zip(&first) {
+            assert_eq!(&later.chunk(spec(), c).await.unwrap().envelope, want, "{c:?}: the stored bytes");
+        }
+        assert_eq!(store.lists.load(Ordering::SeqCst), 2);
+        assert_eq!(store.gets.load(Ordering::SeqCst), coords.len(), "every chunk the listing names is read");
+        assert_eq!(later.metrics().chunks_generated.get(), 0, "and none generated again");
     }
 
     fn raced(coord: ChunkCoord) -> (Bytes, Arc<Spy>) {

@@ -213,7 +213,13 @@ async fn main() {
         // Write behind: wait until every chunk of the square is in storage,
         // so each round starts with no writes pending.
         let stored = dir.0.join(format!("chunks/{id}/r0"));
-        while std::fs::read_dir(&stored).map_or(0, |d| d.count()) < CHUNKS {
+        // One directory per region.
+        let files = |d: &std::path::Path| {
+            std::fs::read_dir(d).map_or(0, |regions| {
+                regions.flatten().map(|r| std::fs::read_dir(r.path()).map_or(0, |c| c.count())).sum::<usize>()
+            })
+        };
+        while files(&stored) < CHUNKS {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let written = CHUNKS as f64 / t.elapsed().as_secs_f64();

@@ -1118,10 +1118,10 @@ fn expected_key(rel: &str) -> bool {
     let parts: Vec<&str> = rel.split('/').collect();
     match parts.as_slice() {
         ["worlds", id] => wid(id),
-        ["chunks", id, rev, coord] => {
-            wid(id)
-                && rev.strip_prefix('r').is_some_and(|r| r.parse::<u32>().is_ok())
-                && coord.split_once('_').is_some_and(|(x, z)| x.parse::<i32>().is_ok() && z.parse::<i32>().is_ok())
+        ["chunks", id, rev, region, coord] => {
+            let pair =
+                |s: &str| s.split_once('_').is_some_and(|(x, z)| x.parse::<i32>().is_ok() && z.parse::<i32>().is_ok());
+            wid(id) && rev.strip_prefix('r').is_some_and(|r| r.parse::<u32>().is_ok()) && pair(region) && pair(coord)
         }
         ["accounts", name] | ["tokens", name] | ["plugins", "names", name] => hex(name),
         ["plugins", "versions", name, version] => hex(name) && hex(version),
@@ -1319,7 +1319,7 @@ async fn hostile_names_stay_inside_their_storage_prefix() {
             ];
             let depth = rel.split('/').count();
             let ok = known.contains(&rel)
-                || (rel.starts_with("chunks/") && depth <= 3)
+                || (rel.starts_with("chunks/") && depth <= 4)
                 || (rel.starts_with("plugins/versions/") && depth == 3)
                 || (rel.starts_with(".tmp/") && depth == 2);
             assert!(ok, "an unexpected directory {rel}");

@@ -43,7 +43,7 @@ async fn a_corrupt_stored_chunk_is_regenerated_not_served() {
     let (good, _) = chunk_postcard(&p.base, &id, 0, 0).await;
     wait_for_files(&dir.0.join(format!("chunks/{id}/r0")), 1).await;
     p.kill();
-    let stored = dir.0.join(format!("chunks/{id}/r0/0_0"));
+    let stored = dir.0.join(format!("chunks/{id}/r0/0_0/0_0"));
     assert!(stored.exists(), "chunk stored at {}", stored.display());
     std::fs::write(&stored, b"WL\x02\x01garbage").unwrap();
     let p = spawn(&dir.uri(), &[]);

@@ -769,8 +769,8 @@ pub async fn check_stored_objects(store: &dyn worldloom_cluster::storage::Object
     }
     for (key, b) in each(store, "chunks/").await {
         let c: ChunkRecord = decoded(&key, &b);
-        let want = format!("chunks/{}/r{}/{}_{}", c.world, c.revision, c.chunk.coord.cx, c.chunk.coord.cz);
-        assert_eq!(key.as_str(), want, "a chunk record under another chunk's key");
+        let want = Key::chunk(&c.world, c.revision, c.chunk.coord);
+        assert_eq!(key, want, "a chunk record under another chunk's key");
         n.chunks += 1;
     }
     for (key, b) in each(store, "accounts/").await {

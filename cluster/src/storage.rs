@@ -458,6 +458,35 @@ impl FsFiles {
         }
     }
 
+    /// Every object below `prefix` (a directory key), recursively, sorted:
+    /// one walk with `readdir` on this thread, file types from the
+    /// directory entries (no `stat` per object). Only regular files are
+    /// objects; the atomic-write directory lies outside every prefix.
+    fn list(&self, prefix: &Key) -> std::io::Result<Vec<Key>> {
+        fn walk(dir: &Path, rel: &str, out: &mut Vec<Key>) -> std::io::Result<()> {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let Ok(name) = entry.file_name().into_string() else { continue };
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    walk(&entry.path(), &format!("{rel}{name}/"), out)?;
+                } else if kind.is_file() {
+                    out.push(Key(format!("{rel}{name}")));
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        walk(&self.root.join(prefix.as_str()), prefix.as_str(), &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+
     /// Create-if-absent where there are no hard links: check, then rename,
     /// under the lock file every process takes.
     fn create_locked(&self, key: &Key, value: &[u8]) -> std::io::Result<bool> {
@@ -779,6 +808,14 @@ impl ObjectStore for OpendalStore {
     }
 
     async fn list(&self, prefix: &Key) -> Result<Vec<Key>> {
+        if let Some(fs) = &self.fs {
+            // Not through OpenDAL's fs lister, which takes a blocking-pool
+            // hop per directory entry (a region's listing is 256 of them).
+            let (fs, k) = (fs.clone(), prefix.clone());
+            return blocking(prefix, "listing", move || fs.list(&k))
+                .await?
+                .map_err(|e| Error::storage_io(&e, format!("listing {prefix}")));
+        }
         let entries = match self.op.list_with(prefix.as_str()).recursive(true).await {
             Ok(entries) => entries,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -1175,6 +1212,48 @@ mod tests {
             assert_eq!(e.kind, ErrorKind::Invalid, "{uri}");
             assert!(e.message.contains("fs://PATH"), "{e}");
         }
+    }
+
+    /// The fs backend's own listing names exactly what OpenDAL's does:
+    /// every object below the prefix, recursively, sorted, nothing of the
+    /// atomic-write directory.
+    #[tokio::test]
+    async fn fs_listing_matches_opendals_recursive_listing() {
+        let dir = std::env::temp_dir().join(format!("wl-store-list-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = open_fs(dir.to_str().unwrap()).unwrap();
+        let world = WorldId::parse("w00112233445566aa").unwrap();
+        for c in [(0, 0), (15, 3), (16, 0), (-1, -1), (-17, 40)] {
+            let key = Key::chunk(&world, 2, ChunkCoord::new(c.0, c.1));
+            assert!(store.put_new(&key, Bytes::from_static(b"c")).await.unwrap());
+        }
+        store.put(&Key::world(&world), Bytes::from_static(b"w")).await.unwrap();
+        for prefix in [
+            Key::dir("chunks/"),
+            Key::chunk_region(&world, 2, ChunkCoord::new(0, 0).region()),
+            Key::chunk_region(&world, 2, ChunkCoord::new(99, 99).region()),
+            Key::worlds(),
+            Key::dir("nothing/"),
+        ] {
+            let ours = store.list(&prefix).await.unwrap();
+            let mut theirs: Vec<Key> = store
+                .op
+                .list_with(prefix.as_str())
+                .recursive(true)
+                .await
+                .map(|entries| {
+                    entries
+                        .into_iter()
+                        .filter(|e| e.metadata().is_file())
+                        .map(|e| Key(e.path().trim_start_matches('/').to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            theirs.sort();
+            assert_eq!(ours, theirs, "{prefix}");
+        }
+        assert_eq!(store.list(&Key::dir("chunks/")).await.unwrap().len(), 5);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

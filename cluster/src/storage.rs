@@ -424,23 +424,26 @@ impl FsFiles {
     fn write(&self, key: &Key, value: &[u8], how: Place) -> std::io::Result<bool> {
         let durable = !key.is_derived();
         let target = self.target(key);
-        if how == Place::Create && !self.no_unnamed.load(std::sync::atomic::Ordering::Relaxed) {
-            match self.create_unnamed(value, &target, durable)? {
-                Some((placed, created_dirs)) => {
-                    if placed && durable {
-                        self.sync_dirs(&target, created_dirs)?;
-                    }
-                    return Ok(placed);
-                }
-                None => self.no_unnamed.store(true, std::sync::atomic::Ordering::Relaxed),
+        let unnamed = if how == Place::Create && !self.no_unnamed.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = self.create_unnamed(value, &target, durable)?;
+            if r.is_none() {
+                self.no_unnamed.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-        }
-        let temp = self.temp_file(value, durable)?;
-        let placed = self.place(&temp, &target, how);
-        // After a link the temporary name is a second name of the object's
-        // file; after a rename (or a failure) it may be gone already.
-        let _ = std::fs::remove_file(&temp);
-        let (placed, created_dirs) = placed?;
+            r
+        } else {
+            None
+        };
+        let (placed, created_dirs) = match unnamed {
+            Some(r) => r,
+            None => {
+                let temp = self.temp_file(value, durable)?;
+                let placed = self.place(&temp, &target, how);
+                // After a link the temporary name is a second name of the object's
+                // file; after a rename (or a failure) it may be gone already.
+                let _ = std::fs::remove_file(&temp);
+                placed?
+            }
+        };
         if placed && durable {
             self.sync_dirs(&target, created_dirs)?;
         }
@@ -1059,13 +1062,21 @@ mod tests {
     /// named temporary file and link it: the same contract, still lock-free.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_unnamed_files_creates_link_a_named_temporary_file_and_keep_the_contract() {
-        let dir = std::env::temp_dir().join(format!("wl-store-named-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let stores: Vec<OpendalStore> = (0..2).map(|_| open_fs(dir.to_str().unwrap()).unwrap()).collect();
-        for s in &stores {
+        fallback_keeps_the_contract("named", |s| {
             s.fs.as_ref().unwrap().no_unnamed.store(true, std::sync::atomic::Ordering::SeqCst);
             assert!(s.write_concurrency() > 1);
-        }
+        })
+        .await;
+    }
+
+    /// Two stores on one fresh directory, each set up by `force` (a
+    /// fallback forced on), keep the storage contract and race creates with
+    /// one whole winner per key.
+    async fn fallback_keeps_the_contract(name: &str, force: impl Fn(&OpendalStore)) {
+        let dir = std::env::temp_dir().join(format!("wl-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let stores: Vec<OpendalStore> = (0..2).map(|_| open_fs(dir.to_str().unwrap()).unwrap()).collect();
+        stores.iter().for_each(&force);
         let mut stores = stores.into_iter().map(|s| Arc::new(s) as Arc<dyn ObjectStore>);
         let (a, b) = (stores.next().unwrap(), stores.next().unwrap());
         exercise(a.clone()).await;
@@ -1077,19 +1088,12 @@ mod tests {
     /// under the lock file instead: the same contract, one at a time.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_hard_links_creates_fall_back_to_the_lock_file_and_keep_the_contract() {
-        let dir = std::env::temp_dir().join(format!("wl-store-nolinks-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let stores: Vec<OpendalStore> = (0..2).map(|_| open_fs(dir.to_str().unwrap()).unwrap()).collect();
-        for s in &stores {
+        fallback_keeps_the_contract("nolinks", |s| {
             s.fs.as_ref().unwrap().no_links.store(true, std::sync::atomic::Ordering::SeqCst);
             assert_eq!(s.write_concurrency(), 1);
             assert!(s.describe().contains("no hard links"), "{}", s.describe());
-        }
-        let mut stores = stores.into_iter().map(|s| Arc::new(s) as Arc<dyn ObjectStore>);
-        let (a, b) = (stores.next().unwrap(), stores.next().unwrap());
-        exercise(a.clone()).await;
-        race_creates(a, b, &dir).await;
-        let _ = std::fs::remove_dir_all(dir);
+        })
+        .await;
     }
 
     /// The atomic-write directories below `<dir>/.tmp`.

@@ -15,7 +15,9 @@
 //! `cargo build --release -p worldloom-cli -p worldloom-tests --examples &&
 //!  cargo run --release -p worldloom-tests --example fs_stream_bench`
 //! (`BENCH_WORKERS` overrides the worker count, default one per core;
-//! `BENCH_ROUNDS` the rounds, default 5).
+//! `BENCH_ROUNDS` the rounds, default 5; `BENCH_SERVER_ENV` gives the
+//! server settings as `NAME=VALUE` pairs separated by spaces, for example
+//! `BENCH_SERVER_ENV=WORLDLOOM_STREAM__INFLIGHT=32`).
 //!
 //! Where the time goes: for the fresh stream and the restart, the CPU the
 //! server process (all its threads) and the client process spent, per
@@ -196,7 +198,15 @@ async fn main() {
     let dir = disk_dir();
     let token = account_token(&dir.uri(), &Default::default(), "bench");
     let w = workers.to_string();
-    let mut server = Some(spawn_with_env(&dir.uri(), &["--workers", &w], &[]));
+    let server_env: Vec<(String, String)> = std::env::var("BENCH_SERVER_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').expect("BENCH_SERVER_ENV: NAME=VALUE pairs");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    let mut server = Some(spawn_with_env(&dir.uri(), &["--workers", &w], &server_env));
     let (mut cores, mut fresh, mut cached, mut cold, mut worlds) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut writes = Vec::new();
@@ -240,7 +250,7 @@ async fn main() {
     }
     // A restart: nothing in memory, every chunk read from storage.
     drop(server.take());
-    let p = spawn_with_env(&dir.uri(), &["--workers", &w], &[]);
+    let p = spawn_with_env(&dir.uri(), &["--workers", &w], &server_env);
     let pid = server_pid();
     for id in &worlds {
         let (rate, cost) = measured(&pid, || client_process(&p.base, id));

@@ -73,6 +73,11 @@ pub struct NodeMetrics {
     pub inflight: Gauge,
     /// Distinct world regions this node has generated chunks for.
     pub regions_owned: Gauge,
+    /// Chunks answered and not yet written to storage (write behind).
+    pub pending_writes: Gauge,
+    /// Generated chunks whose write to storage failed: served, and generated
+    /// again when next asked for.
+    pub chunk_store_failures: Counter,
     regions: Mutex<HashSet<(WorldId, RegionCoord)>>,
 }
 
@@ -90,6 +95,8 @@ impl NodeMetrics {
             queue_depth: Gauge::default(),
             inflight: Gauge::default(),
             regions_owned: Gauge::default(),
+            pending_writes: Gauge::default(),
+            chunk_store_failures: Counter::default(),
             regions: Mutex::new(HashSet::new()),
         }
     }
@@ -116,6 +123,12 @@ impl NodeMetrics {
             "regions_owned",
             "Distinct world regions this node has generated chunks for",
             self.regions_owned.clone(),
+        );
+        r.register("pending_writes", "Chunks answered and not yet written to storage", self.pending_writes.clone());
+        r.register(
+            "chunk_store_failures",
+            "Generated chunks whose write to storage failed (served, generated again next time)",
+            self.chunk_store_failures.clone(),
         );
     }
 
@@ -241,6 +254,8 @@ mod tests {
         n.plugin_failures.get_or_create(&FailureLabels { hook: "terrain".into(), kind: "timeout".into() }).inc();
         n.generation_seconds.observe(0.003);
         n.owns(&WorldId::parse("w00112233445566aa").unwrap(), RegionCoord { rx: 1, rz: -1 });
+        n.pending_writes.set(7);
+        n.chunk_store_failures.inc();
         m.coordinator().served(true, false);
         m.coordinator().live_nodes.set(3);
         let text = m.render();
@@ -250,6 +265,8 @@ mod tests {
             r#"worldloom_node_plugin_failures_total{hook="terrain",kind="timeout"} 1"#,
             "worldloom_node_generation_seconds_count 1",
             "worldloom_node_regions_owned 1",
+            "worldloom_node_pending_writes 7",
+            "worldloom_node_chunk_store_failures_total 1",
             r#"worldloom_coordinator_chunks_served_total{source="stored"} 1"#,
             "worldloom_coordinator_live_nodes 3",
         ] {

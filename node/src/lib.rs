@@ -301,7 +301,9 @@ impl Node {
             return Ok(ChunkBytes { envelope, generated: true, stored });
         };
         let permit = slots.clone().acquire_owned().await.map_err(|_| Error::internal("the node is stopping"))?;
-        self.writing.lock().expect("writing lock").insert(key.clone(), bytes.clone());
+        self.note_writing(|w| {
+            w.insert(key.clone(), bytes.clone());
+        });
         self.chunks.lock().expect("cache lock").put(key.clone(), bytes.clone());
         let (node, key, envelope) = (self.clone(), key.clone(), bytes.clone());
         let writer = self.writer.as_ref().expect("a writer when writing behind").handle.clone();
@@ -311,10 +313,19 @@ impl Node {
             // (the semaphore is fair); the rest stay pending, served from memory.
             let _lane = lanes.acquire_owned().await;
             let _ = node.persist(&key, bytes, &spec, coord).await;
-            node.writing.lock().expect("writing lock").remove(&key);
+            node.note_writing(|w| {
+                w.remove(&key);
+            });
             drop(permit);
         });
         Ok(ChunkBytes { envelope, generated: true, stored: true })
+    }
+
+    /// Changes the pending writes and keeps their gauge in step.
+    fn note_writing(&self, change: impl FnOnce(&mut HashMap<Key, Bytes>)) {
+        let mut writing = self.writing.lock().expect("writing lock");
+        change(&mut writing);
+        self.metrics.pending_writes.set(writing.len() as i64);
     }
 
     /// Writes a generated chunk create-if-absent and keeps in the cache the
@@ -333,6 +344,7 @@ impl Node {
                 None => match self.store.put(key, bytes.clone()).await {
                     Ok(()) => (bytes, true),
                     Err(e) => {
+                        self.metrics.chunk_store_failures.inc();
                         tracing::warn!(%key, error = %e, "could not replace an unreadable stored chunk");
                         return Ok((bytes, false));
                     }
@@ -340,6 +352,7 @@ impl Node {
             },
             Err(e) => {
                 // Generation is deterministic: serve it now, generate it again next time.
+                self.metrics.chunk_store_failures.inc();
                 tracing::warn!(%key, error = %e, "could not store a generated chunk");
                 self.chunks.lock().expect("cache lock").remove(key);
                 return Ok((bytes, false));
@@ -455,11 +468,12 @@ mod tests {
     /// node's create-if-absent write, `rival` is written. With a `gate`, it
     /// claims `lanes` concurrent writes and every create-if-absent waits for
     /// a permit of the gate before writing (the test opens it), counting the
-    /// creates running at once.
+    /// creates running at once. `broken`: every create-if-absent fails.
     #[derive(Debug)]
     struct Spy {
         inner: Arc<dyn ObjectStore>,
         rival: Option<Bytes>,
+        broken: bool,
         gets: AtomicUsize,
         lists: AtomicUsize,
         creates: AtomicUsize,
@@ -473,6 +487,7 @@ mod tests {
             Spy {
                 inner,
                 rival,
+                broken: false,
                 gets: AtomicUsize::new(0),
                 lists: AtomicUsize::new(0),
                 creates: AtomicUsize::new(0),
@@ -502,6 +517,9 @@ mod tests {
         }
         async fn put_new(&self, key: &Key, value: Bytes) -> Result<bool> {
             self.creates.fetch_add(1, Ordering::SeqCst);
+            if self.broken {
+                return Err(Error::storage_io(&std::io::Error::other("disk full"), key));
+            }
             if let Some(rival) = &self.rival {
                 assert!(self.inner.put_new(key, rival.clone()).await?, "the rival's write wins");
             }
@@ -721,12 +739,14 @@ mod tests {
         }
         assert_eq!(store.active.load(Ordering::SeqCst), 3, "three lanes, three writes under way");
         assert_eq!(node.pending_writes(), 10, "every write is still pending");
+        assert_eq!(node.metrics().pending_writes.get(), 10, "and the gauge says so");
         // Pending chunks are answered from memory, not generated again.
         let again = node.chunk(spec.clone(), answers[9].0).await.unwrap();
         assert!(!again.generated && again.envelope == answers[9].1);
         gate.add_permits(10);
         node.flush().await;
         assert_eq!(node.pending_writes(), 0);
+        assert_eq!(node.metrics().pending_writes.get(), 0);
         assert_eq!(store.max_active.load(Ordering::SeqCst), 3, "never more than the storage's lanes");
         assert_eq!(store.creates.load(Ordering::SeqCst), 10);
         for (c, envelope) in answers {
@@ -734,6 +754,31 @@ mod tests {
             assert_eq!(stored.as_ref(), Some(&envelope), "stored as answered");
         }
         assert_eq!(node.metrics().chunks_generated.get(), 10);
+    }
+
+    /// A storage that refuses every write does not fail the answers: each
+    /// chunk is served, counted as a store failure, kept out of the cache
+    /// (it is not in storage) and generated again when next asked for,
+    /// writing through or behind.
+    #[tokio::test]
+    async fn a_failed_write_is_served_counted_and_generated_again_next_time() {
+        for pending_writes in [0, 8] {
+            let inner = storage::open("memory://", &Default::default()).unwrap();
+            let store = Arc::new(Spy { broken: true, ..Spy::new(inner.clone(), None) });
+            let node = node_with(store.clone(), pending_writes, 1 << 20);
+            let (spec, coord) = (spec(), ChunkCoord::new(-3, 2));
+            let good = Bytes::from(wire::encode(&pipeline::generate(&spec, coord, &mut pipeline::NoPlugins)));
+            for round in 1..=2u64 {
+                let got = node.chunk(spec.clone(), coord).await.unwrap();
+                assert_eq!(got.envelope, good, "{pending_writes}: served all the same");
+                assert!(got.generated, "{pending_writes}: generated in round {round}");
+                node.flush().await;
+                assert_eq!(node.metrics().chunk_store_failures.get(), round, "{pending_writes}");
+                assert_eq!(node.metrics().pending_writes.get(), 0, "{pending_writes}");
+            }
+            assert_eq!(node.metrics().chunks_generated.get(), 2);
+            assert_eq!(inner.list(&Key::dir("chunks/")).await.unwrap().len(), 0, "nothing stored");
+        }
     }
 
     /// A stored chunk that does not decode (what a power loss can leave of a

@@ -53,18 +53,31 @@ async fn get_chunk(base: &str, world: &str, cx: i32, cz: i32) -> reqwest::Result
     Ok((status, res.bytes().await?.to_vec()))
 }
 
-/// Waits (up to 60 s) until the sample `name` at `base` is at least `n`;
-/// false if `done()` says there is nothing left to wait for.
-async fn wait_metric_at_least(base: &str, name: &str, n: f64, done: impl Fn() -> bool) -> bool {
+/// Waits (up to 60 s) until all `n` chunk requests have reached the server
+/// and at least one of them is still being answered, judged from the
+/// in-flight gauge `name` at `base` (which counts `others` requests besides
+/// them, such as the scrape itself) and the `finished` count; false if all
+/// `n` were answered before that could be seen. `finished` is read before
+/// the scrape, so a request answered in between is counted as neither
+/// received nor in flight: the test never believes more arrived than did.
+async fn wait_all_received_one_in_flight(
+    base: &str,
+    name: &str,
+    others: f64,
+    n: usize,
+    finished: &Arc<std::sync::atomic::AtomicUsize>,
+) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if metric(base, name).await >= n {
-            return true;
-        }
-        if done() {
+        let done = finished.load(Ordering::SeqCst);
+        if done >= n {
             return false;
         }
-        assert!(std::time::Instant::now() < deadline, "{name} never reached {n} on {base}");
+        let in_flight = metric(base, name).await - others;
+        if in_flight >= 1.0 && in_flight + done as f64 >= n as f64 {
+            return true;
+        }
+        assert!(std::time::Instant::now() < deadline, "{name} never showed {n} requests on {base}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -186,13 +199,11 @@ async fn sigterm_stops_serve_cleanly_finishing_requests_and_closing_streams() {
     }
     let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let requests = chunk_requests(&p.base, &slow, 4, &finished);
-    // All four being answered (the scrape itself is the fifth).
-    let f = finished.clone();
-    let caught = wait_metric_at_least(&p.base, "worldloom_coordinator_inflight_requests", 5.0, move || {
-        f.load(Ordering::SeqCst) > 0
-    })
-    .await;
-    assert!(caught, "a chunk request finished before SIGTERM could catch it in flight: make SLOW slower");
+    // All four received, one at least still being answered (the scrape
+    // itself is counted in flight too).
+    let caught =
+        wait_all_received_one_in_flight(&p.base, "worldloom_coordinator_inflight_requests", 1.0, 4, &finished).await;
+    assert!(caught, "every chunk request was answered before SIGTERM could catch one in flight: make SLOW slower");
     p.signal(libc::SIGTERM);
     let answered = all_answered_whole(requests, &slow).await;
     let streamed = closed_cleanly(s, &plain).await;
@@ -229,12 +240,9 @@ async fn sigterm_stops_a_coordinator_cleanly() {
     }
     let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let requests = chunk_requests(&c.base, &slow, 4, &finished);
-    let f = finished.clone();
-    let caught = wait_metric_at_least(&c.base, "worldloom_coordinator_inflight_requests", 5.0, move || {
-        f.load(Ordering::SeqCst) > 0
-    })
-    .await;
-    assert!(caught, "a chunk request finished before SIGTERM could catch it in flight: make SLOW slower");
+    let caught =
+        wait_all_received_one_in_flight(&c.base, "worldloom_coordinator_inflight_requests", 1.0, 4, &finished).await;
+    assert!(caught, "every chunk request was answered before SIGTERM could catch one in flight: make SLOW slower");
     c.signal(libc::SIGTERM);
     all_answered_whole(requests, &slow).await;
     closed_cleanly(s, &plain).await;
@@ -265,11 +273,8 @@ async fn sigterm_stops_a_node_cleanly_and_flushes_its_writes() {
     // The four slow requests alone in the node (its one worker busy for a while)...
     let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let requests = chunk_requests(&c.base, &slow, 4, &finished);
-    let f = finished.clone();
-    let caught =
-        wait_metric_at_least(&n.base, "worldloom_node_inflight_requests", 4.0, move || f.load(Ordering::SeqCst) > 0)
-            .await;
-    assert!(caught, "a chunk request finished before SIGTERM could catch it in flight: make SLOW slower");
+    let caught = wait_all_received_one_in_flight(&n.base, "worldloom_node_inflight_requests", 0.0, 4, &finished).await;
+    assert!(caught, "every chunk request was answered before SIGTERM could catch one in flight: make SLOW slower");
     // ...and a stream whose first 25 chunks the node has, the rest queued behind them.
     let mut s = Stream::connect(&c.base, &plain).await;
     s.subscribe(0, 0, 5).await;

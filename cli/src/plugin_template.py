@@ -40,7 +40,7 @@ def terrain(ctx, chunk):
     phase = (x + z) * (2.0 * np.pi / ctx.params["ridge_spacing"])
     ridge = (0.5 + 0.5 * np.cos(phase)) ** 4  # 0..1, sharp crests
     # Only land rises; the sea floor stays as it is.
-    land = chunk.height > 0.0
+    land = chunk.height > ctx.sea_level
     chunk.height = np.where(land, chunk.height + ctx.params["ridge_height"] * ridge, chunk.height)
     return chunk  # the host takes chunk.height: finite numbers, shape (size, size)
 

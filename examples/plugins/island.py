@@ -32,7 +32,6 @@ PARAMS = {
     "lift": {"default": 250.0, "min": 0.0, "max": 5000.0, "doc": "extra height at the island's centre, metres"},
     "shore": {"default": 6.0, "min": 0.5, "max": 500.0, "doc": "height of the island's lowest land, metres"},
     "depth": {"default": 300.0, "min": 1.0, "max": 5000.0, "doc": "depth of the sea floor around the island, metres"},
-    "sea_level": {"default": 0.0, "min": -2000.0, "max": 2000.0, "doc": "the world's sea level, metres (match the world's sea_level)"},
 }
 
 _M32 = 0xFFFFFFFF
@@ -87,7 +86,7 @@ def land_share(ctx):
 def terrain(ctx, chunk):
     p = ctx.params
     size = ctx.size
-    sea = p["sea_level"]
+    sea = ctx.sea_level
     h = chunk.height.astype(np.float64) - sea
     share = land_share(ctx)
 

@@ -29,7 +29,6 @@ PARAMS = {
     "valley": {"default": 48.0, "min": 2.0, "max": 512.0, "doc": "how far the valley slopes reach from the river, columns"},
     "depth": {"default": 30.0, "min": 0.0, "max": 500.0, "doc": "depth of the cut at the river's centre, metres"},
     "meander": {"default": 0.35, "min": 0.0, "max": 2.0, "doc": "how strongly rivers wind (domain warp, in units of spacing)"},
-    "sea_level": {"default": 0.0, "min": -2000.0, "max": 2000.0, "doc": "the world's sea level, metres (match the world's sea_level)"},
 }
 
 WATER = 1  # biome id of `ocean` (GET /v1/biomes): the colour of water on the map
@@ -112,7 +111,7 @@ def terrain(ctx, chunk):
     # gets the full cut, the coast none, the sea floor none. This also keeps
     # every river bed at or above sea level.
     if p["depth"] > 0:
-        fade = np.clip((h - p["sea_level"]) / p["depth"], 0.0, 1.0)
+        fade = np.clip((h - ctx.sea_level) / p["depth"], 0.0, 1.0)
     else:
         fade = 0.0
     chunk.height = (h - cut * fade).astype(np.float32)
@@ -123,6 +122,6 @@ def biome(ctx, chunk):
     p = ctx.params
     d = distance_to_river(ctx)
     # The water: the channel's inner half, on land (the sea is water already).
-    water = (d < 0.5 * p["width"]) & (chunk.height >= p["sea_level"])
+    water = (d < 0.5 * p["width"]) & (chunk.height >= ctx.sea_level)
     chunk.biome = np.where(water, WATER, chunk.biome)
     return chunk

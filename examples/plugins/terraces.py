@@ -8,7 +8,7 @@ the step, then rises along a smooth riser to the next tread:
     sharpness 0.8   wide flat treads, short steep risers (the default)
     sharpness 0.0   no flat treads, only a gentle ripple
 
-The mapping never moves a column across sea level (0 m, or `sea_level`):
+The mapping never moves a column across the world's sea level (`ctx.sea_level`):
 land stays land and sea stays sea, so coastlines are exactly the core's.
 Each column depends only on its own height, so there are no seams.
 
@@ -22,14 +22,13 @@ import numpy as np
 PARAMS = {
     "step": {"default": 40.0, "min": 1.0, "max": 2000.0, "doc": "height of one terrace, metres"},
     "sharpness": {"default": 0.8, "min": 0.0, "max": 1.0, "doc": "share of each step that is flat tread (1: pure steps)"},
-    "sea_level": {"default": 0.0, "min": -2000.0, "max": 2000.0, "doc": "terraces are counted from here, metres (match the world's sea_level)"},
 }
 
 
 def terrain(ctx, chunk):
     step = float(ctx.params["step"])
     sharp = float(ctx.params["sharpness"])
-    sea = float(ctx.params["sea_level"])
+    sea = ctx.sea_level  # terraces are counted from the world's sea level
     h = chunk.height.astype(np.float64) - sea
     tread = np.floor(h / step)          # which terrace each column is on
     t = h / step - tread                # 0..1: how far up its step

@@ -48,6 +48,7 @@ pub fn hook_input(spec: &GenSpec, plugin: &AttachedPlugin, hook: HookName, chunk
         cz: chunk.coord.cz,
         size: CHUNK_SIZE as u32,
         random_seed: plugin_random_seed(spec.seed, plugin, chunk.coord),
+        sea_level: spec.params.sea_level,
         params: plugin.params.clone(),
         layers: LayerBuffers {
             height: chunk.layers.height.clone(),

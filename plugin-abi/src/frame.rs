@@ -7,11 +7,11 @@
 //! the plugin's UTF-8 source text.
 //!
 //! Input (host -> guest), answered to the guest's `_host.call(b"in")`; a
-//! fixed binary header (`struct` format `<4sBBHIQiiQIIII`, 52 bytes), the
+//! fixed binary header (`struct` format `<4sBBHIQiiQdIIII`, 60 bytes), the
 //! hook's parameters, the layers:
 //! ```text
-//! "WLI2" | hook: u8 (0 terrain, 1 biome, 2 features) | 0u8 | biome_count: u16 | size: u32
-//!        | seed: u64 | cx: i32 | cz: i32 | random_seed: u64
+//! "WLI3" | hook: u8 (0 terrain, 1 biome, 2 features) | 0u8 | biome_count: u16 | size: u32
+//!        | seed: u64 | cx: i32 | cz: i32 | random_seed: u64 | sea_level: f64
 //!        | max_features: u32 | max_feature_properties: u32 | max_feature_string: u32
 //!        | params_len: u32 | params: UTF-8 JSON object (absent, params_len 0, when there are none)
 //!        | height: f32 x n | temperature: f32 x n | moisture: f32 x n | biome: u16 x n
@@ -26,10 +26,10 @@
 //! ```
 
 /// Magic prefix of an input frame.
-pub const INPUT_MAGIC: &[u8; 4] = b"WLI2";
+pub const INPUT_MAGIC: &[u8; 4] = b"WLI3";
 /// Length of an input frame's fixed header, magic included (the
 /// parameters follow it).
-pub const INPUT_HEADER_LEN: usize = 52;
+pub const INPUT_HEADER_LEN: usize = 60;
 /// Magic prefix of a result frame.
 pub const OUTPUT_MAGIC: &[u8; 4] = b"WLO1";
 /// Result status: the hook returned a value.

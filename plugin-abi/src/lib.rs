@@ -123,6 +123,8 @@ pub struct HookInput {
     pub size: u32,
     /// Seed of `ctx.random`, derived from (world seed, plugin, chunk).
     pub random_seed: u64,
+    /// The world's sea level (`ctx.sea_level`), metres: columns below it are sea.
+    pub sea_level: f64,
     /// The world's values for this plugin's `PARAMS`, defaults filled in.
     pub params: BTreeMap<String, Value>,
     pub layers: LayerBuffers,

@@ -167,7 +167,7 @@ fn main() {
     let hdr = "HDR = json.dumps({'hook': 'terrain', 'seed': 1, 'cx': 0, 'cz': 0, 'size': 32, 'random_seed': 7, \
                'params': {}, 'biome_count': 13, 'limits': {'max_features': 4096, 'max_feature_properties': 16, \
                'max_feature_string': 256}}).encode()\nRAW = b'WLI1' + struct.pack('<I', len(HDR)) + HDR + bytes(14 * 1024)\n\
-               import __main__ as M\nFRAME = M._WL_HEAD.pack(b'WLI2', 1, 0, 13, 32, 1, 0, 0, 7, 4096, 16, 256, 0) + bytes(14 * 1024)";
+               import __main__ as M\nFRAME = M._WL_HEAD.pack(b'WLI3', 1, 0, 13, 32, 1, 0, 0, 7, 0.0, 4096, 16, 256, 0) + bytes(14 * 1024)";
     for (name, body) in [
         ("JSON header parse (the frame before 2026-12-03)", "json.loads(RAW[8:8 + len(HDR)])"),
         ("binary header parse (_wl_header)", "M._wl_header(FRAME)"),

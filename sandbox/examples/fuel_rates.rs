@@ -49,6 +49,7 @@ fn main() {
             cz: 0,
             size: 32,
             random_seed: 7,
+            sea_level: 0.0,
             params: BTreeMap::from([("mode".to_string(), Value::Str(mode.to_string()))]),
             layers: LayerBuffers {
                 height: vec![0.0; n],

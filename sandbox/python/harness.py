@@ -317,14 +317,16 @@ def _wl_load():
 
 
 class Ctx:
-    """What a hook knows about the call: seed, cx, cz, size, params, random."""
+    """What a hook knows about the call: seed, cx, cz, size, sea_level,
+    params, random."""
 
-    def __init__(self, hook, seed, cx, cz, size, params, random_seed):
+    def __init__(self, hook, seed, cx, cz, size, params, random_seed, sea_level):
         self.hook = hook
         self.seed = seed
         self.cx = cx
         self.cz = cz
         self.size = size
+        self.sea_level = sea_level
         self.params = params
         self._random_seed = random_seed
         self._random = None
@@ -523,32 +525,32 @@ def _wl_features_bytes(result, size, limits):
 
 
 # The input frame's fixed header (plugin-abi frame.rs): magic, hook, pad,
-# biome_count, size, seed, cx, cz, random_seed, the three feature limits and
-# the length of the parameters' JSON that follows it.
-_WL_HEAD = struct.Struct("<4sBBHIQiiQIIII")
+# biome_count, size, seed, cx, cz, random_seed, sea_level, the three feature
+# limits and the length of the parameters' JSON that follows it.
+_WL_HEAD = struct.Struct("<4sBBHIQiiQdIIII")
 _WL_HOOK_OF = dict(enumerate(_WL_HOOKS))
 
 
 def _wl_header(raw):
-    """(hook, size, seed, cx, cz, random_seed, biome_count, limits, params,
-    offset of the layers) of an input frame."""
-    magic, hook, _, biome_count, size, seed, cx, cz, random_seed, max_f, max_p, max_s, plen = _WL_HEAD.unpack_from(raw)
+    """(hook, size, seed, cx, cz, random_seed, sea_level, biome_count, limits,
+    params, offset of the layers) of an input frame."""
+    magic, hook, _, biome_count, size, seed, cx, cz, random_seed, sea, max_f, max_p, max_s, plen = _WL_HEAD.unpack_from(raw)
     hook = _WL_HOOK_OF.get(hook)
-    if magic != b"WLI2" or hook is None:
+    if magic != b"WLI3" or hook is None:
         raise RuntimeError("bad input frame")
     off = _WL_HEAD.size
     params = _wl_loads(raw[off : off + plen]) if plen else {}
-    return hook, size, seed, cx, cz, random_seed, biome_count, (max_f, max_p, max_s), params, off + plen
+    return hook, size, seed, cx, cz, random_seed, sea, biome_count, (max_f, max_p, max_s), params, off + plen
 
 
 def _wl_run(raw):
     """Builds ctx and chunk from an input frame, calls the hook and returns
     the result body."""
-    hook, size, seed, cx, cz, random_seed, biome_count, limits, params, off = _wl_header(raw)
+    hook, size, seed, cx, cz, random_seed, sea, biome_count, limits, params, off = _wl_header(raw)
     if _wl_seeds_globals:
         random.seed(random_seed)
         np.random.seed(random_seed % (2 ** 32))
-    ctx = Ctx(hook, seed, cx, cz, size, params, random_seed)
+    ctx = Ctx(hook, seed, cx, cz, size, params, random_seed, sea)
     chunk = Chunk(size, raw, off)
     fn = _wl_hooks.get(hook)
     if fn is None:
@@ -591,7 +593,7 @@ def _wl_call_eager():
     # run (`Sandbox::use_eager_harness`).
     try:
         raw = _host.call(b"in")
-        hook, size, seed, cx, cz, random_seed, biome_count, limits, params, off = _wl_header(raw)
+        hook, size, seed, cx, cz, random_seed, sea, biome_count, limits, params, off = _wl_header(raw)
         n = size * size
 
         def layer(dtype, width):
@@ -606,7 +608,7 @@ def _wl_call_eager():
         biome = layer("<u2", 2)
         random.seed(random_seed)
         np.random.seed(random_seed % (2 ** 32))
-        ctx = Ctx(hook, seed, cx, cz, size, params, random_seed)
+        ctx = Ctx(hook, seed, cx, cz, size, params, random_seed, sea)
         chunk = _WlEagerChunk(size, height, biome, temperature, moisture)
         fn = _wl_hooks.get(hook)
         if fn is None:
@@ -643,7 +645,7 @@ def _wl_warm_up():
     # interpreter specialises and caches on the way is in the snapshot
     # instead of being redone (and its pages dirtied) in every call.
     layers = bytes(4 * 4 * 4 * 3) + bytes(4 * 4 * 2)
-    frames = [_WL_HEAD.pack(b"WLI2", h, 0, 2, 4, 1, 0, 0, 7, 4, 2, 16, len(p)) + p + layers
+    frames = [_WL_HEAD.pack(b"WLI3", h, 0, 2, 4, 1, 0, 0, 7, 0.0, 4, 2, 16, len(p)) + p + layers
               for h in range(3) for p in (b"", b'{"a":1.5}')]
 
     def terrain(ctx, chunk):

@@ -54,6 +54,9 @@ pub fn input_frame(input: &HookInput, biome_count: u16, limits: &Limits) -> Resu
             return Err(invalid_input(format!("layer {name} has {len} values, expected {n}")));
         }
     }
+    if !input.sea_level.is_finite() {
+        return Err(invalid_input("the sea level is not finite"));
+    }
     for (k, v) in &input.params {
         if let Value::Float(f) = v
             && !f.is_finite()
@@ -78,6 +81,7 @@ pub fn input_frame(input: &HookInput, biome_count: u16, limits: &Limits) -> Resu
     buf.extend_from_slice(&input.cx.to_le_bytes());
     buf.extend_from_slice(&input.cz.to_le_bytes());
     buf.extend_from_slice(&input.random_seed.to_le_bytes());
+    buf.extend_from_slice(&input.sea_level.to_le_bytes());
     for v in [limits.max_features, limits.max_feature_properties, limits.max_feature_string] {
         buf.extend_from_slice(&v.to_le_bytes());
     }
@@ -619,6 +623,7 @@ mod tests {
             cz: 0,
             size,
             random_seed: 2,
+            sea_level: 0.0,
             params: BTreeMap::new(),
             layers: LayerBuffers {
                 height: vec![0.0; n],
@@ -626,6 +631,22 @@ mod tests {
                 moisture: vec![0.0; n],
                 biome: vec![0; n],
             },
+        }
+    }
+
+    /// The fixed header carries the sea level where the guest's
+    /// `struct.Struct("<4sBBHIQiiQdIIII")` reads it, and a sea level that is
+    /// not a finite number never reaches the guest.
+    #[test]
+    fn the_input_header_carries_a_finite_sea_level() {
+        let l = Limits::default();
+        let f = input_frame(&HookInput { sea_level: -40.5, ..input(2) }, 13, &l).unwrap();
+        assert_eq!(&f[..4], frame::INPUT_MAGIC);
+        assert_eq!(f64::from_le_bytes(f[36..44].try_into().unwrap()), -40.5);
+        assert_eq!(f.len(), frame::INPUT_HEADER_LEN + 4 * 14);
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let e = input_frame(&HookInput { sea_level: bad, ..input(2) }, 13, &l).unwrap_err();
+            assert_eq!(e.kind, SandboxErrorKind::InvalidInput, "{bad}");
         }
     }
 

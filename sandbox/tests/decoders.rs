@@ -38,6 +38,7 @@ fn input(hook: HookName, size: u32) -> HookInput {
         cz: 0,
         size,
         random_seed: 2,
+        sea_level: 0.0,
         params: BTreeMap::new(),
         layers: LayerBuffers {
             height: vec![0.0; n],

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use worldloom_plugin_abi::{BiomeOutput, ErrorKind, FeatureOut, HookName, HookOutput, ParamDecl, Value};
+use worldloom_plugin_abi::{BiomeOutput, ErrorKind, FeatureOut, HookInput, HookName, HookOutput, ParamDecl, Value};
 use worldloom_sandbox::{Engine, ResetStrategy, SandboxConfig, SandboxErrorKind};
 
 // ------------------------------------------------------------ hooks
@@ -223,10 +223,11 @@ fn all_three_hooks_and_a_missing_hook() {
     assert_eq!(heights(&s.call(&t)), &want[..]);
     let r = s.call(&input(HookName::Biome));
     assert_eq!(r.result, Ok(HookOutput::Biome(BiomeOutput { biome: vec![2; (SIZE * SIZE) as usize] })));
-    let r = s.call(&input(HookName::Features));
+    let r = s.call(&HookInput { sea_level: -123.25, ..input(HookName::Features) });
     let Ok(HookOutput::Features(f)) = &r.result else { panic!("{:?}", r.result) };
     assert_eq!(f[0].properties["cx"], Value::Int(3));
     assert_eq!(f[0].properties["cz"], Value::Int(-7));
+    assert_eq!(f[0].properties["sea"], Value::Float(-123.25), "ctx.sea_level is the world's");
     let mut id = load("identity.py");
     let r = id.call(&input(HookName::Biome));
     assert_eq!(expect_kind(&r, ErrorKind::MissingHook).message, "the plugin does not define biome(ctx, chunk)");

@@ -213,6 +213,24 @@ fn terraces_put_every_column_on_a_step_of_its_core_height() {
     }
     assert!(on_tread as f64 > 0.6 * total as f64, "{on_tread} of {total} columns on a tread");
     assert!(core_on_tread < on_tread / 4);
+
+    // In a world whose sea level is 120 m the steps are counted from there
+    // (`ctx.sea_level`), so that coast does not move either.
+    w.spec.params.sea_level = 120.0;
+    w.set_params(json!({"step": 50, "sharpness": 1}));
+    let (mut above, mut below) = (0, 0);
+    for (cx, cz) in [(0, 0), (5, -3), (-9, 14)] {
+        let core = w.core(cx, cz);
+        let got = w.chunk(cx, cz);
+        for i in 0..N * N {
+            let (c, h) = (f64::from(core.layers.height[i]), f64::from(got.layers.height[i]));
+            let want = ((c - 120.0) / 50.0).floor() * 50.0 + 120.0;
+            assert!((h - want).abs() < 1e-3, "({cx}, {cz}) column {i}: {h} is not the step {want} below {c}");
+            assert_eq!(h >= 120.0, c >= 120.0, "the world's coast never moves");
+            if c >= 120.0 { above += 1 } else { below += 1 }
+        }
+    }
+    assert!(above > 0 && below > 0, "both sides of the coast were tried: {above} above, {below} below");
     w.report_fuel();
 }
 

@@ -16,6 +16,7 @@ pub fn input() -> HookInput {
         cz: 0,
         size: 32,
         random_seed: 7,
+        sea_level: 0.0,
         params: BTreeMap::new(),
         layers: LayerBuffers {
             height: (0..n).map(|i| i as f32).collect(),

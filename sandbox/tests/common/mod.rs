@@ -93,6 +93,7 @@ pub fn input(hook: HookName) -> HookInput {
         cz: -7,
         size: SIZE,
         random_seed: 0x5eed,
+        sea_level: 0.0,
         params: BTreeMap::new(),
         layers: LayerBuffers {
             height: (0..n).map(|i| ((i * 37) % 200) as f32 - 50.0).collect(),

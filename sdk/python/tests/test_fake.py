@@ -91,6 +91,10 @@ class CtxTest(unittest.TestCase):
         self.assertEqual(make_ctx(random_seed=5).random.random(), random.Random(5).random())
         with self.assertRaises(ValueError):
             make_ctx(seed=-1)
+        self.assertEqual(ctx.sea_level, 0.0)
+        self.assertEqual(make_ctx(sea_level=-35.5).sea_level, -35.5)
+        with self.assertRaises(ValueError):
+            make_ctx(sea_level=float("nan"))
 
     def test_params_resolve_against_the_plugin_like_the_server(self):
         p = plugin(LIFT)

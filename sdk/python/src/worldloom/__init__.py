@@ -180,14 +180,19 @@ class Ctx:
             ``x = cx * size + i`` and ``z = cz * size + j`` for ``i, j`` in
             ``range(size)``.
         size: columns along each side of the chunk (:data:`SIZE`, 32).
+        sea_level: the world's sea level in metres (its ``sea_level``
+            parameter, 0 by default): columns whose height is below it are
+            sea.
         params: the world's values for your ``PARAMS``, every default filled
             in (a fresh dict each call; changing it changes nothing else).
         random: a :class:`random.Random` seeded from (world seed, plugin,
             chunk): the same chunk of the same world always gets the same
             numbers, and neighbouring chunks get different ones.
 
-    The sandbox also seeds the global ``random`` module and ``numpy.random``
-    from the same seed before every call, but ``ctx.random`` (or
+    For a plugin whose source mentions ``random`` at all, the sandbox also
+    seeds the global ``random`` module and ``numpy.random`` from the same
+    seed before every call (others would never read them, so they do not
+    pay for it), but ``ctx.random`` (or
     ``numpy.random.default_rng(ctx.random.getrandbits(64))``) says what you
     mean.
     """
@@ -197,6 +202,7 @@ class Ctx:
     cx: int
     cz: int
     size: int
+    sea_level: float
     params: Dict[str, ParamValue]
 
     def __init__(
@@ -208,12 +214,14 @@ class Ctx:
         size: int,
         params: Dict[str, ParamValue],
         random_seed: int,
+        sea_level: float = 0.0,
     ) -> None:
         self.hook = hook
         self.seed = seed
         self.cx = cx
         self.cz = cz
         self.size = size
+        self.sea_level = float(sea_level)
         self.params = params
         self._random_seed = random_seed
         self._random: Optional[_random.Random] = None

@@ -405,6 +405,7 @@ def make_ctx(
     hook: str = "terrain",
     random_seed: Optional[int] = None,
     size: int = SIZE,
+    sea_level: float = 0.0,
 ) -> Ctx:
     """A ``ctx`` like the one the host passes.
 
@@ -414,6 +415,9 @@ def make_ctx(
     given. ``random_seed`` seeds ``ctx.random``; by default it is derived
     from (seed, cx, cz), so it is deterministic, but not the number the
     server derives (which also depends on the plugin's name and hash).
+    ``sea_level`` is the world's (``ctx.sea_level``); the terrain
+    :func:`make_chunk` makes up has its coasts at the default sea level 0,
+    so give it your own ``height`` to test a world with another.
     :func:`run_hook` sets ``ctx.hook`` to the hook it calls.
     """
     if not 0 <= seed < 2**64:
@@ -426,7 +430,9 @@ def make_ctx(
         resolved = dict(params or {})
     if random_seed is None:
         random_seed = _fake_random_seed(seed, cx, cz)
-    return Ctx(hook, seed, cx, cz, size, resolved, random_seed)  # type: ignore[arg-type]
+    if not math.isfinite(sea_level):
+        raise ValueError("sea_level must be finite, got %r" % (sea_level,))
+    return Ctx(hook, seed, cx, cz, size, resolved, random_seed, sea_level)  # type: ignore[arg-type]
 
 
 def _wave_field(rng: np.random.Generator, wx: np.ndarray, wz: np.ndarray, scales: Sequence[float]) -> np.ndarray:

@@ -574,11 +574,10 @@ mod tests {
         (a, b) < (major, minor)
     }
 
-    /// The overlay + scan + discard cycle on a plain mapping, independent of wasmer.
-    #[test]
-    fn overlay_discard_restores_only_written_pages() {
-        let len = 64 * PAGE;
-        // SAFETY: test-local anonymous mapping.
+    /// A test-local anonymous mapping of `len` bytes whose page `p` is
+    /// filled with the byte `p + 1` (unmapped by the test).
+    fn patterned_mapping(len: usize) -> *mut u8 {
+        // SAFETY: a fresh anonymous mapping, only this test uses it.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -590,11 +589,20 @@ mod tests {
             )
         } as *mut u8;
         assert_ne!(base as *mut libc::c_void, libc::MAP_FAILED);
+        for i in 0..len {
+            // SAFETY: `i < len`, inside the mapping.
+            unsafe { *base.add(i) = (i / PAGE) as u8 + 1 };
+        }
+        base
+    }
+
+    /// The overlay + scan + discard cycle on a plain mapping, independent of wasmer.
+    #[test]
+    fn overlay_discard_restores_only_written_pages() {
+        let len = 64 * PAGE;
+        let base = patterned_mapping(len);
         // SAFETY: `base..base+len` is our mapping.
         unsafe {
-            for i in 0..len {
-                *base.add(i) = (i / PAGE) as u8 + 1;
-            }
             *base.add(5 * PAGE) = 0; // a page that is not all zero still
             std::ptr::write_bytes(base.add(7 * PAGE), 0, PAGE); // an all-zero page (hole)
             let img = Image::capture(base, len, Vec::new(), [(0, 0); 2], (0, 0)).unwrap();
@@ -652,23 +660,9 @@ mod tests {
             return;
         }
         let len = 64 * PAGE;
-        // SAFETY: test-local anonymous mapping.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        } as *mut u8;
-        assert_ne!(base as *mut libc::c_void, libc::MAP_FAILED);
+        let base = patterned_mapping(len);
         // SAFETY: `base..base+len` is our mapping; no other thread uses it.
         unsafe {
-            for i in 0..len {
-                *base.add(i) = (i / PAGE) as u8 + 1;
-            }
             let img = Image::capture(base, len, Vec::new(), [(0, 0); 2], (0, 0)).unwrap();
             img.overlay(base).unwrap();
             let mut t = WriteTracker::new(base, len, true).unwrap();

@@ -498,6 +498,47 @@ impl S3Server {
         S3Server::start_on(0, buckets)
     }
 
+    /// Starts moto on `port` (0: any free one) with the given buckets created.
+    pub fn start_on(port: u16, buckets: &[&str]) -> S3Server {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let python = root.join(".worldloom/venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: scripts/test installs moto (the test S3 server) there",
+            python.display()
+        );
+        let mut child = Command::new(python)
+            .arg(root.join("tests/s3/moto_server.py"))
+            .args(["--port", &port.to_string()])
+            .args(buckets)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("reading moto's endpoint");
+        let endpoint = line
+            .trim()
+            .strip_prefix("endpoint ")
+            .unwrap_or_else(|| panic!("moto on port {port} said {line:?} (is the port taken?)"))
+            .to_owned();
+        S3Server { endpoint, child }
+    }
+
+    /// The port this server listens on.
+    pub fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port in the endpoint")
+    }
+
+    /// Stops the server the hard way (SIGKILL): an outage. Its data (held in
+    /// moto's memory) is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Settings that reach this server.
     pub fn settings(&self) -> worldloom_cluster::storage::S3Settings {
         worldloom_cluster::storage::S3Settings {
@@ -681,49 +722,6 @@ impl Stream {
                 None | Some(Err(_)) => return StreamEnd { frames, close: None },
             }
         }
-    }
-}
-
-impl S3Server {
-    /// Starts moto on `port` (0: any free one) with the given buckets created.
-    pub fn start_on(port: u16, buckets: &[&str]) -> S3Server {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
-        let python = root.join(".worldloom/venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: scripts/test installs moto (the test S3 server) there",
-            python.display()
-        );
-        let mut child = Command::new(python)
-            .arg(root.join("tests/s3/moto_server.py"))
-            .args(["--port", &port.to_string()])
-            .args(buckets)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting moto");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("reading moto's endpoint");
-        let endpoint = line
-            .trim()
-            .strip_prefix("endpoint ")
-            .unwrap_or_else(|| panic!("moto on port {port} said {line:?} (is the port taken?)"))
-            .to_owned();
-        S3Server { endpoint, child }
-    }
-
-    /// The port this server listens on.
-    pub fn port(&self) -> u16 {
-        self.endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port in the endpoint")
-    }
-
-    /// Stops the server the hard way (SIGKILL): an outage. Its data (held in
-    /// moto's memory) is gone.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -246,12 +246,15 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
             let runtime = worldloom_cli::sandbox_runtime(&config)?;
             // Load the engine in the background so the first plugin does not wait for it.
-            runtime.supervisor().prestart();
+            let supervisor = runtime.supervisor().clone();
+            supervisor.prestart();
             let server = worldloom_cli::start(config.clone(), runtime).context("starting the server")?;
             // Tests and scripts read this line to find the port.
             println!("worldloom listening on http://{}", server.addr);
             tracing::info!(addr = %server.addr, data = %config.data, "serving");
             server.wait_for_signals()?;
+            // Drained: no sandbox outlives us, not even one still loading the engine.
+            supervisor.stop_now();
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Coordinator { listen, data } => {
@@ -289,6 +292,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let supervisor = runtime.supervisor().clone();
             // Load the engine before taking work: the node reports ready once it has.
             supervisor.prestart();
+            let (stopping, stopped) = (supervisor.clone(), supervisor.clone());
             let role = worldloom_cli::NodeRole {
                 runtime,
                 coordinators: coordinator,
@@ -296,8 +300,10 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 advertise,
                 protocol: speak_protocol.unwrap_or(worldloom_cluster::protocol::PROTOCOL_VERSION),
                 ready: std::sync::Arc::new(move || supervisor.ready()),
-                on_refused: Box::new(|message| {
+                on_refused: Box::new(move |message| {
                     eprintln!("error: {message}");
+                    // Not a sandbox left loading the engine for a minute after we are gone.
+                    stopping.stop_now();
                     std::process::exit(2);
                 }),
             };
@@ -306,6 +312,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             println!("worldloom node {id} listening on http://{}", server.addr);
             tracing::info!(addr = %server.addr, data = %config.data, "generating");
             server.wait_for_signals()?;
+            stopped.stop_now();
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Plugin { command: PluginCommand::New { name, dir } } => plugin_cmd::new_plugin(&name, &dir),

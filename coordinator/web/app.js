@@ -101,10 +101,14 @@ function decodeChunk(buf) {
 
 // ---- rendering ----
 // Shaded relief: light from the north-west; `d` is the spacing of samples in columns.
+// The slope is a central difference inside the image and a one-sided one on
+// its edges (over the one neighbour there is, with that spacing), so an edge
+// column is as steep as its neighbours and chunk borders show no seam.
 function shade(h, i, j, n, d, idx) {
-  const at = (a, b) => h[idx(Math.min(n - 1, Math.max(0, a)), Math.min(n - 1, Math.max(0, b)))];
-  const dx = (at(i + 1, j) - at(i - 1, j)) / (2 * d);
-  const dz = (at(i, j + 1) - at(i, j - 1)) / (2 * d);
+  const i0 = Math.max(0, i - 1), i1 = Math.min(n - 1, i + 1);
+  const j0 = Math.max(0, j - 1), j1 = Math.min(n - 1, j + 1);
+  const dx = (h[idx(i1, j)] - h[idx(i0, j)]) / ((i1 - i0) * d);
+  const dz = (h[idx(i, j1)] - h[idx(i, j0)]) / ((j1 - j0) * d);
   const s = 1 + 0.9 * (-dx - dz) / Math.sqrt(1 + dx * dx + dz * dz);
   return Math.min(1.4, Math.max(0.5, s));
 }

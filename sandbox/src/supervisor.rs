@@ -16,7 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -115,6 +115,9 @@ struct Inner {
     /// zygote gets all of them, whichever (pinned) thread starts it.
     cpus: Vec<usize>,
     zygote: Mutex<Option<Zygote>>,
+    /// The process id of the zygote being started or running (0: none), so
+    /// that [`Supervisor::stop_now`] reaches it without the lock its start holds.
+    zygote_process: AtomicU32,
     forks: AtomicU64,
     kills: AtomicU64,
     deaths: AtomicU64,
@@ -157,6 +160,7 @@ impl Supervisor {
                 cfg,
                 cpus: allowed_cpus(),
                 zygote: Mutex::new(None),
+                zygote_process: AtomicU32::new(0),
                 forks: AtomicU64::new(0),
                 kills: AtomicU64::new(0),
                 deaths: AtomicU64::new(0),
@@ -205,6 +209,18 @@ impl Supervisor {
             Ok(mut z) => z.as_mut().is_some_and(|z| matches!(z.child.try_wait(), Ok(None))),
             Err(std::sync::TryLockError::WouldBlock) => self.inner.zygote_starts.load(Ordering::Relaxed) > 0,
             Err(std::sync::TryLockError::Poisoned(_)) => false,
+        }
+    }
+
+    /// Ends the zygote and with it every worker, at once, even a zygote still
+    /// loading the engine (which can take a minute on a cold cache): for a
+    /// process about to exit, which runs no destructors. Never blocks.
+    pub fn stop_now(&self) {
+        let pid = self.inner.zygote_process.swap(0, Ordering::AcqRel);
+        if pid != 0 {
+            // SAFETY: kill has no memory effects. The pid is our own child's:
+            // it is cleared whenever a zygote is dropped (killed and reaped).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
     }
 
@@ -283,6 +299,7 @@ impl Inner {
                 format!("starting the sandbox zygote {}: {e}", self.cfg.worker_exe.display()),
             )
         })?;
+        self.zygote_process.store(child.id(), Ordering::Release);
         drop(theirs);
         let mut ctl = ours;
         ctl.set_read_timeout(Some(self.cfg.start_timeout)).ok();
@@ -316,8 +333,15 @@ impl Inner {
         let mut z = self.lock_zygote();
         let alive = z.as_mut().is_some_and(|z| matches!(z.child.try_wait(), Ok(None)));
         if !alive {
+            self.zygote_process.store(0, Ordering::Release);
             *z = None;
-            *z = Some(self.spawn_zygote()?);
+            match self.spawn_zygote() {
+                Ok(started) => *z = Some(started),
+                Err(e) => {
+                    self.zygote_process.store(0, Ordering::Release);
+                    return Err(e);
+                }
+            }
         }
         Ok(z)
     }
@@ -334,6 +358,7 @@ impl Inner {
             Ok(r) => r,
             Err(e) => {
                 // A broken zygote is replaced on the next fork.
+                self.zygote_process.store(0, Ordering::Release);
                 *guard = None;
                 return Err(host_err(SandboxErrorKind::Io, format!("asking the zygote for a worker: {e}")));
             }

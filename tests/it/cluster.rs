@@ -298,7 +298,7 @@ async fn a_node_of_another_protocol_version_is_refused_and_exits_naming_both_ver
     let dir = TempDir::new("protocol");
     let env = cluster_env(&[]);
     let coordinator = spawn_coordinator(&dir.uri(), &env);
-    let mut node = worldloom_tests::spawn_role_with(
+    let mut node = worldloom_tests::spawn_role_may_exit(
         &[
             "node",
             "--id",
@@ -314,7 +314,6 @@ async fn a_node_of_another_protocol_version_is_refused_and_exits_naming_both_ver
         ],
         &env,
         "worldloom node old-node listening on ",
-        true,
     );
     let status = node.exits_within(Duration::from_secs(30)).expect("the refused node exits");
     assert_eq!(status.code(), Some(2));

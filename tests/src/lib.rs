@@ -191,6 +191,17 @@ pub fn spawn_role(args: &[&str], env: &[(String, String)], ready: &str) -> Proce
 /// Like [`spawn_role`]; with `capture`, the process's standard error is kept
 /// for [`Process::stderr_text`] instead of shown.
 pub fn spawn_role_with(args: &[&str], env: &[(String, String)], ready: &str, capture: bool) -> Process {
+    spawn_process(args, env, ready, capture, false)
+}
+
+/// Like [`spawn_role_with`] (standard error kept) for a process that may be
+/// refused and exit before it says it is ready (it races its first contact
+/// with the coordinator): then the process's `base` is empty.
+pub fn spawn_role_may_exit(args: &[&str], env: &[(String, String)], ready: &str) -> Process {
+    spawn_process(args, env, ready, true, true)
+}
+
+fn spawn_process(args: &[&str], env: &[(String, String)], ready: &str, capture: bool, may_exit: bool) -> Process {
     let mut command = Command::new(binary());
     // The test's own knobs (`WORLDLOOM_SOAK_SECS`, ...) share the prefix of
     // the server's settings, which refuses unknown ones: a server gets only
@@ -213,6 +224,9 @@ pub fn spawn_role_with(args: &[&str], env: &[(String, String)], ready: &str, cap
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).expect("reading the listen line");
+    if may_exit && line.is_empty() {
+        return Process { base: String::new(), child };
+    }
     let base = line
         .trim()
         .strip_prefix(ready)

@@ -96,6 +96,19 @@ fn is_zombie_free(pid: u32) -> bool {
     false
 }
 
+/// The process no longer runs: gone, or a zombie. An orphaned worker (its
+/// zygote died) is reaped by init at init's own pace, so a zombie counts.
+fn has_ended(pid: u32) -> bool {
+    for _ in 0..1000 {
+        match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            Err(_) => return true,
+            Ok(s) if s.lines().any(|l| l.starts_with("State:") && l.contains('Z')) => return true,
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    false
+}
+
 #[test]
 fn a_forbidden_system_call_kills_the_worker() {
     let sup = supervisor();
@@ -260,6 +273,31 @@ fn warm_sandboxes_are_evicted_to_keep_a_workers_memory_budget() {
     assert_eq!(heights(&r), &inp.layers.height[..]);
 }
 
+/// What an exiting server calls: the zygote and every worker end at once,
+/// and a supervisor that is used again starts a new zygote.
+#[test]
+fn stop_now_ends_the_zygote_and_its_workers() {
+    let sup = supervisor();
+    let mut w = sup.worker();
+    identity_works(&mut w);
+    let zygote = sup.zygote_pid().expect("a zygote");
+    let worker = w.pid().expect("a worker");
+    sup.stop_now();
+    assert!(has_ended(zygote), "zygote {zygote} survived stop_now");
+    assert!(has_ended(worker), "worker {worker} outlived its zygote");
+    sup.stop_now(); // nothing left to stop: a no-op
+    let t = Instant::now();
+    loop {
+        let src = fixture("identity.py");
+        let r = w.call(plugin("identity.py", &src), &Limits::default(), &input(HookName::Terrain));
+        if r.result.is_ok() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "no recovery: {:?}", r.result);
+    }
+    assert_ne!(sup.zygote_pid(), Some(zygote));
+}
+
 #[test]
 fn a_dead_zygote_is_started_again() {
     let sup = supervisor();
@@ -270,7 +308,7 @@ fn a_dead_zygote_is_started_again() {
     // SAFETY: killing the zygote process this test's supervisor started.
     unsafe { libc::kill(zygote, libc::SIGKILL) };
     // The worker dies with it (PDEATHSIG): no sandbox process outlives its zygote.
-    assert!(is_zombie_free(worker), "worker {worker} outlived its zygote");
+    assert!(has_ended(worker), "worker {worker} outlived its zygote");
     // The next call gets a new zygote and worker.
     let t = Instant::now();
     loop {

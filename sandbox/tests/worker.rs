@@ -273,6 +273,20 @@ fn warm_sandboxes_are_evicted_to_keep_a_workers_memory_budget() {
     assert_eq!(heights(&r), &inp.layers.height[..]);
 }
 
+/// Calls an identity plugin until it succeeds (a new zygote and worker
+/// started on the way), for at most a minute.
+fn recovers(w: &mut Worker) {
+    let src = fixture("identity.py");
+    let t = Instant::now();
+    loop {
+        let r = w.call(plugin("identity.py", &src), &Limits::default(), &input(HookName::Terrain));
+        if r.result.is_ok() {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "no recovery: {:?}", r.result);
+    }
+}
+
 /// What an exiting server calls: the zygote and every worker end at once,
 /// and a supervisor that is used again starts a new zygote.
 #[test]
@@ -286,15 +300,7 @@ fn stop_now_ends_the_zygote_and_its_workers() {
     assert!(has_ended(zygote), "zygote {zygote} survived stop_now");
     assert!(has_ended(worker), "worker {worker} outlived its zygote");
     sup.stop_now(); // nothing left to stop: a no-op
-    let t = Instant::now();
-    loop {
-        let src = fixture("identity.py");
-        let r = w.call(plugin("identity.py", &src), &Limits::default(), &input(HookName::Terrain));
-        if r.result.is_ok() {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "no recovery: {:?}", r.result);
-    }
+    recovers(&mut w);
     assert_ne!(sup.zygote_pid(), Some(zygote));
 }
 
@@ -310,16 +316,7 @@ fn a_dead_zygote_is_started_again() {
     // The worker dies with it (PDEATHSIG): no sandbox process outlives its zygote.
     assert!(has_ended(worker), "worker {worker} outlived its zygote");
     // The next call gets a new zygote and worker.
-    let t = Instant::now();
-    loop {
-        let src = fixture("identity.py");
-        let inp = input(HookName::Terrain);
-        let r = w.call(plugin("identity.py", &src), &Limits::default(), &inp);
-        if r.result.is_ok() {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "no recovery: {:?}", r.result);
-    }
+    recovers(&mut w);
     assert_ne!(sup.zygote_pid(), Some(zygote as u32));
     assert_eq!(sup.stats().zygote_starts, 2);
 }
